@@ -1,0 +1,1 @@
+"""Continual-learning strategies, one family per module, registered by name (see registry)."""

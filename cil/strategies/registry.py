@@ -1,0 +1,236 @@
+"""Strategies registered by name; hyperparameters are the builder's keyword-only arguments.
+
+A strategy is one function, in one file of this package (or in a plugin package exposed
+through the ``cil.strategies`` entry-point group), decorated with :func:`register`:
+
+    @register("ewc", help="Elastic Weight Consolidation (Kirkpatrick et al. 2017)")
+    def build_ewc(ctx: StrategyContext, *, ewc_lambda: float = 1.0) -> SupervisedTemplate:
+        from avalanche.training import EWC
+        return EWC(**ctx.template_kwargs(ctx.make_model()), ewc_lambda=ewc_lambda)
+
+The keyword-only parameters, with their type hints and defaults, are the strategy's YAML
+keys: unknown keys and values of the wrong type are errors (see :func:`validate_params`).
+Builders import avalanche inside their body so that listing strategies stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cil.errors import UserError
+
+ENTRY_POINT_GROUP = "cil.strategies"
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """Everything a builder needs that does not depend on the strategy itself."""
+
+    n_classes: int
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    backbone: str = "mlp"
+    backbone_args: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    train_mb_size: int = 64
+    eval_mb_size: int = 256
+    train_epochs: int = 1
+    device: Any = "cpu"  # torch.device
+    seed: int = 0
+    evaluator: Any = None  # avalanche EvaluationPlugin
+    plugins: tuple = ()
+    progress: bool = True
+
+    def make_model(self):
+        """The protocol's discriminative backbone, freshly initialised."""
+        from cil.models import build_backbone
+
+        return build_backbone(self.backbone, n_classes=self.n_classes, image_shape=self.image_shape,
+                              **self.backbone_args)
+
+    def make_optimizer(self, model):
+        """Adam or SGD over ``model``'s parameters, as the protocol says."""
+        import torch
+
+        if self.optimizer == "adam":
+            return torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay)
+        raise UserError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
+
+    def template_kwargs(self, model, optimizer=None, criterion=None) -> dict:
+        """Keyword arguments shared by every avalanche SupervisedTemplate subclass."""
+        import torch
+
+        return dict(
+            model=model,
+            optimizer=optimizer if optimizer is not None else self.make_optimizer(model),
+            criterion=criterion if criterion is not None else torch.nn.CrossEntropyLoss(),
+            train_mb_size=self.train_mb_size,
+            train_epochs=self.train_epochs,
+            eval_mb_size=self.eval_mb_size,
+            device=self.device,
+            plugins=list(self.plugins) or None,
+            evaluator=self.evaluator,
+        )
+
+
+Builder = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: Any
+    default: Any
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    builder: Builder
+    help: str
+    params: dict[str, Param]
+    module: str
+
+
+_REGISTRY: dict[str, StrategySpec] = {}
+_discovered = False
+
+
+def register(name: str, *, help: str = "") -> Callable[[Builder], Builder]:
+    """Decorator: make ``builder`` available as strategy ``name``."""
+
+    def deco(builder: Builder) -> Builder:
+        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+            raise ValueError(f"strategy {name!r} registered twice ({_REGISTRY[name].module}, {builder.__module__})")
+        hints = typing.get_type_hints(builder)
+        params = {}
+        for p in inspect.signature(builder).parameters.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                if p.default is inspect.Parameter.empty:
+                    raise ValueError(f"strategy {name!r}: parameter {p.name!r} needs a default")
+                params[p.name] = Param(p.name, hints.get(p.name, Any), p.default)
+        doc = help or (inspect.getdoc(builder) or "").split("\n")[0]
+        _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__)
+        return builder
+
+    return deco
+
+
+def _discover() -> None:
+    """Import every module of this package and every ``cil.strategies`` entry point once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    package = importlib.import_module("cil.strategies")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "registry" and not info.name.startswith("_"):
+            importlib.import_module(f"cil.strategies.{info.name}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()  # loading the module runs its @register decorators
+        except Exception as exc:  # a broken plugin must not hide the built-in strategies
+            raise UserError(f"strategy plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+
+
+def available() -> list[str]:
+    """Names of all registered strategies, sorted."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> StrategySpec:
+    """The spec registered as ``name``; UserError listing the choices if there is none."""
+    _discover()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint, converting int -> float where natural."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserError as exc:
+                errors.append(exc)
+        raise UserError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise UserError(f"{where}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def validate_params(name: str, given: dict | None) -> dict:
+    """Check a strategy's YAML keys and value types; return them with defaults filled in."""
+    spec = get(name)
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(spec.params))
+    if unknown:
+        allowed = ", ".join(spec.params) or "(none)"
+        raise UserError(f"strategy {name!r}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
+    out = {}
+    for pname, param in spec.params.items():
+        if pname in given:
+            out[pname] = _coerce(given[pname], param.type, f"strategies.{name}.{pname}")
+        else:
+            out[pname] = param.default
+    return out
+
+
+def build(name: str, ctx: StrategyContext, params: dict | None = None):
+    """Validate ``params`` and call the builder: returns an avalanche strategy object."""
+    spec = get(name)
+    return spec.builder(ctx, **validate_params(name, params))
