@@ -18,12 +18,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cil.errors import UserError
+from cil.typecheck import coerce
 
 ENTRY_POINT_GROUP = "cil.strategies"
 
@@ -160,59 +160,6 @@ def get(name: str) -> StrategySpec:
     return _REGISTRY[name]
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against a simple type hint, converting int -> float where natural."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except UserError as exc:
-                errors.append(exc)
-        raise UserError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)[:1] or (Any,)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise UserError(f"{where}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
 def validate_params(name: str, given: dict | None) -> dict:
     """Check a strategy's YAML keys and value types; return them with defaults filled in."""
     spec = get(name)
@@ -224,7 +171,7 @@ def validate_params(name: str, given: dict | None) -> dict:
     out = {}
     for pname, param in spec.params.items():
         if pname in given:
-            out[pname] = _coerce(given[pname], param.type, f"strategies.{name}.{pname}")
+            out[pname] = coerce(given[pname], param.type, f"strategies.{name}.{pname}")
         else:
             out[pname] = param.default
     return out

@@ -1,0 +1,143 @@
+"""The ``cil`` command: thin argument parsing that calls into the library.
+
+Each command imports what it needs when it runs, so ``cil --help`` stays instant. Bad input
+(``UserError``) is printed as one ``error:`` line with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from cil import __version__
+from cil.errors import UserError
+
+# Modules that add their own subcommands: module name -> hook function.
+_COMMAND_MODULES = {
+    "cil.cli_data": "add_subcommand",
+    "cil.cli_report": "add_subcommands",
+    "cil.cli_varc": "add_subcommand",
+    "cil.cli_explain": "add_subcommand",
+}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cil.config import load_protocol
+    from cil.runner import run_protocol
+
+    overrides = list(args.set or [])
+    if args.seeds:
+        overrides.append(f"seeds=[{args.seeds}]")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.threads:
+        overrides.append(f"threads={args.threads}")
+    protocol, _ = load_protocol(args.protocol, overrides=overrides)
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        names = [e.name for e in protocol.strategies]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise UserError(f"--only: {unknown[0]!r} is not a strategy of protocol {protocol.name!r}; "
+                            f"choose from: {', '.join(names)}")
+        import dataclasses
+
+        protocol = dataclasses.replace(protocol, strategies=[e for e in protocol.strategies if e.name in wanted])
+    out = Path(args.out) if args.out else Path("results") / protocol.name
+    run_protocol(protocol, out_dir=out, force=args.force, log=None if args.quiet else print)
+    if args.plot:
+        from cil.report import make_figures, write_report
+
+        make_figures([out], out / "figures")
+        report = write_report(out)
+        if not args.quiet:
+            print(f"figures in {out / 'figures'}, report {report}")
+    if not args.quiet:
+        print(f"results written to {out}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    what = args.what
+    if what in ("strategies", "all"):
+        from cil.strategies import registry
+
+        print("strategies:")
+        for name in registry.available():
+            spec = registry.get(name)
+            keys = ", ".join(f"{p.name}={p.default!r}" for p in spec.params.values())
+            print(f"  {name:<12} {spec.help}")
+            if keys:
+                print(f"  {'':<12} keys: {keys}")
+    if what in ("datasets", "all"):
+        from cil.data import available_datasets
+
+        print("datasets:")
+        for name in available_datasets():
+            print(f"  {name}")
+    if what in ("protocols", "all"):
+        from cil.config import list_protocols
+
+        print("protocols:")
+        for path in list_protocols():
+            print(f"  {path.stem:<22} {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cil", description="Class-incremental learning benchmarks: "
+                                     "baselines and the VAR generative classifier.")
+    parser.add_argument("--version", action="version", version=f"varc-cil {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a protocol (YAML file or shipped protocol name)",
+                         description="Run every strategy and seed of a protocol; finished cells are skipped.")
+    run.add_argument("protocol", help="YAML file, or the name of a protocol in benchmarks/ (see 'cil list protocols')")
+    run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                     help="override a protocol value, e.g. strategies.ewc.ewc_lambda=100 (repeatable)")
+    run.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1,2")
+    run.add_argument("--only", help="comma-separated strategy names of the protocol to run")
+    run.add_argument("--out", help="output folder (default results/<protocol>)")
+    run.add_argument("--device", help="auto, cpu or cuda (overrides the protocol)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (overrides the protocol)")
+    run.add_argument("--force", action="store_true", help="rerun cells that are already finished")
+    run.add_argument("--plot", action="store_true", help="draw the figures and write the report at the end")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.set_defaults(func=_cmd_run)
+
+    lst = sub.add_parser("list", help="list strategies, datasets or protocols")
+    lst.add_argument("what", nargs="?", default="all", choices=["strategies", "datasets", "protocols", "all"])
+    lst.set_defaults(func=_cmd_list)
+
+    for module, hook in _COMMAND_MODULES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue  # optional command module not present
+            raise
+        getattr(mod, hook)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells and checkpoints are kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Regularisation baselines: a penalty keeps the network close to what it was (EWC, SI) or
+to what it predicted (LwF); no data are stored.
+
+Defaults follow Avalanche's reference split-MNIST experiments where they exist
+(ContinualAI/continual-learning-baselines, ``experiments/split_mnist/*.py``, and Avalanche's
+own ``examples/*_mnist.py``); each default says where it comes from.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from cil.errors import UserError
+from cil.strategies.registry import StrategyContext, register
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+else:  # the registry resolves hints at import time; avalanche is imported only inside builders
+    SupervisedTemplate = Any
+
+
+@register("ewc", help="Elastic Weight Consolidation (Kirkpatrick et al. 2017)")
+def build_ewc(
+    ctx: StrategyContext,
+    *,
+    ewc_lambda: float = 0.4,  # Avalanche examples/ewc_mnist.py, split MNIST default
+    mode: Literal["separate", "online"] = "separate",  # one penalty per experience, as in the paper
+    decay_factor: float | None = None,  # only for mode: online (Schwarz et al. 2018); Avalanche suggests 0.1
+) -> SupervisedTemplate:
+    """Elastic Weight Consolidation (Kirkpatrick et al. 2017, PNAS): a quadratic penalty
+    weighted by the diagonal Fisher information anchors weights important to old experiences."""
+    if mode == "online" and decay_factor is None:
+        raise UserError("strategies.ewc: mode 'online' needs decay_factor (a number in (0, 1], e.g. 0.1)")
+    if mode == "separate" and decay_factor is not None:
+        raise UserError("strategies.ewc: decay_factor is used only with mode 'online'; remove it or set mode: online")
+    from avalanche.training import EWC
+
+    return EWC(**ctx.template_kwargs(ctx.make_model()), ewc_lambda=ewc_lambda, mode=mode,
+               decay_factor=decay_factor)
+
+
+@register("si", help="Synaptic Intelligence (Zenke et al. 2017)")
+def build_si(
+    ctx: StrategyContext,
+    *,
+    si_lambda: float = 1.0,  # continual-learning-baselines split_mnist/synaptic_intelligence.py
+    eps: float = 1e-3,  # same file ('si_eps'); damping of the importance denominator
+) -> SupervisedTemplate:
+    """Synaptic Intelligence (Zenke, Poole & Ganguli 2017, ICML): per-weight importance is the
+    path integral of gradient times update, and a quadratic penalty protects important weights."""
+    from avalanche.training import SynapticIntelligence
+
+    return SynapticIntelligence(**ctx.template_kwargs(ctx.make_model()), si_lambda=si_lambda, eps=eps)
+
+
+class _PerExperience(list):
+    """A per-experience list that keeps repeating its last value past its end.
+
+    Avalanche's LwF indexes ``alpha[experience]``; a schedule written for a 5-experience
+    protocol must not crash a longer stream.
+    """
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, int) and index >= len(self):
+            return super().__getitem__(-1)
+        return super().__getitem__(index)
+
+
+@register("lwf", help="Learning without Forgetting (Li & Hoiem 2016)")
+def build_lwf(
+    ctx: StrategyContext,
+    *,
+    # Per-experience distillation weights of continual-learning-baselines
+    # split_mnist/lwf.py, the schedule of van de Ven et al. 2019 ("Three scenarios for
+    # continual learning"); a single number applies to every experience.
+    alpha: float | list[float] = (0.0, 0.5, 1.33333, 2.25, 3.2),
+    temperature: float = 2.0,  # same file; also the value of Li & Hoiem 2016
+) -> SupervisedTemplate:
+    """Learning without Forgetting (Li & Hoiem 2016, ECCV): knowledge distillation from the
+    model saved after the previous experience keeps its outputs on old classes."""
+    if isinstance(alpha, (list, tuple)):
+        if not alpha:
+            raise UserError("strategies.lwf.alpha: give a number or a non-empty list, one value per experience")
+        alpha = _PerExperience(float(a) for a in alpha)
+    from avalanche.training import LwF
+
+    return LwF(**ctx.template_kwargs(ctx.make_model()), alpha=alpha, temperature=temperature)
