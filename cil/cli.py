@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -31,9 +32,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.seeds:
         overrides.append(f"seeds=[{args.seeds}]")
     if args.device:
-        overrides.append(f"device={args.device}")
+        overrides.append(f"device={json.dumps(args.device)}")
     if args.threads:
         overrides.append(f"threads={args.threads}")
+    if args.data_root:
+        overrides.append(f"data_root={json.dumps(args.data_root)}")
     protocol, _ = load_protocol(args.protocol, overrides=overrides)
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -102,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default results/<protocol>)")
     run.add_argument("--device", help="auto, cpu or cuda (overrides the protocol)")
     run.add_argument("--threads", type=int, help="torch CPU threads (overrides the protocol)")
+    run.add_argument("--data-root", help="folder holding fetched datasets (default $CIL_DATA or "
+                     "~/.cache/varc-cil/data)")
     run.add_argument("--force", action="store_true", help="rerun cells that are already finished")
     run.add_argument("--plot", action="store_true", help="draw the figures and write the report at the end")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import re
-import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,42 +53,30 @@ class IncompleteCellWarning(UserWarning):
 # --------------------------------------------------------------------------- writing
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half of one."""
+def _atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # open(..., "xb") honours the umask (mkstemp would leave the file private to its owner)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Binary twin of :func:`atomic_write_text` (figures)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so readers see the old file or the new one, never half."""
+    _atomic_write(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Binary twin of :func:`atomic_write_text` (figures)."""
+    _atomic_write(path, data)
 
 
 def cell_dir(out_dir: Path, strategy: str, seed: int) -> Path:
@@ -292,20 +280,20 @@ def _read_csv(path: Path, columns: list[str], *, numeric: list[str], required: l
         bad = conv.isna() & df[col].notna()
         if bad.any():
             raise _fail(path, f"column {col} has non-numeric value {df[col][bad].iloc[0]!r} "
-                              f"(row {int(bad.idxmax()) + 2})")
+                              f"(line {int(bad.idxmax()) + 2})")
         df[col] = conv.astype(float)
     for col in required:
         if df[col].isna().any():
-            raise _fail(path, f"column {col} has an empty value (row {int(df[col].isna().idxmax()) + 2})")
+            raise _fail(path, f"column {col} has an empty value (line {int(df[col].isna().idxmax()) + 2})")
     for col in nonneg:
         neg = df[col] < 0
         if neg.any():
             raise _fail(path, f"column {col} has negative value {df[col][neg].iloc[0]} "
-                              f"(row {int(neg.idxmax()) + 2})")
+                              f"(line {int(neg.idxmax()) + 2})")
     for col in unit:
         out = (df[col] < 0) | (df[col] > 1)
         if out.any():
-            raise _fail(path, f"{col} {df[col][out].iloc[0]} outside [0, 1] (row {int(out.idxmax()) + 2}); "
+            raise _fail(path, f"{col} {df[col][out].iloc[0]} outside [0, 1] (line {int(out.idxmax()) + 2}); "
                               "accuracies are fractions, not percentages")
     return df
 

@@ -18,6 +18,7 @@ import resource
 import socket
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -136,7 +137,7 @@ def _make_plugins(*, task_incremental: bool, log: Callable[[str], None] | None, 
                 self.t0, self.loss, self.n = time.perf_counter(), 0.0, 0
 
             def after_training_iteration(self, strategy, **kwargs):
-                self.loss += float(strategy.loss)
+                self.loss += float(strategy.loss.detach())
                 self.n += 1
 
             def after_training_epoch(self, strategy, **kwargs):
@@ -167,7 +168,9 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
     device = resolve_device(device_name)
     seed_everything(seed)
     label = f"{entry.name} seed {seed}"
-    evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
+    with warnings.catch_warnings():  # metrics are read from eval()'s return value, not from loggers
+        warnings.simplefilter("ignore", UserWarning)
+        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
     t = entry.training
     ctx = StrategyContext(
         n_classes=dataset.n_classes, image_shape=dataset.image_shape, backbone=t.backbone,
@@ -175,7 +178,7 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
         momentum=t.momentum, train_mb_size=t.train_mb_size, eval_mb_size=t.eval_mb_size, train_epochs=t.epochs,
         device=device, seed=seed, evaluator=evaluator,
         plugins=tuple(_make_plugins(task_incremental=stream.task_incremental, log=log, label=label)),
-        progress=log is not None,
+        progress=log is not None, name=entry.name,
     )
     strategy = registry.build(entry.strategy, ctx, entry.params)
     cell = results.cell_dir(out_dir, entry.name, seed)

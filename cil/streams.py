@@ -97,8 +97,6 @@ def build_stream(ds: ImageDataset, *, n_experiences: int | None = 5, classes_per
                  first_exp_classes: int | None = None, class_order: str | Sequence[int] = "natural",
                  class_order_seed: int = 0, task_incremental: bool = False) -> Stream:
     """Split ``ds`` into experiences of new classes, in the given (or seeded shuffled) order."""
-    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
-
     order = resolve_class_order(ds.n_classes, class_order, class_order_seed)
     sizes = split_sizes(ds.n_classes, n_experiences=n_experiences, classes_per_exp=classes_per_exp,
                         first_exp_classes=first_exp_classes)
@@ -106,6 +104,8 @@ def build_stream(ds: ImageDataset, *, n_experiences: int | None = 5, classes_per
     missing = [c for c in order if c not in present]
     if missing:
         raise UserError(f"dataset {ds.name!r} has no training images of classes {missing}")
+    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+
     per_exp, start = [], 0
     for size in sizes:
         per_exp.append(order[start:start + size])

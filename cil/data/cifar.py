@@ -82,7 +82,7 @@ def load_cifar(spec: CifarSpec, root: Path) -> ImageDataset:
     """Read ``spec``'s folder under ``root``; a missing folder or file is a UserError with a hint."""
     folder = Path(root) / spec.folder
     hint = (f"run 'cil data fetch {spec.name}' on a machine with internet (torchvision download) "
-            f"or copy the {spec.folder} folder there (or pass --data-root)")
+            f"or copy the {spec.folder} folder there (or pass --data-root, or set CIL_DATA)")
     if not folder.is_dir():
         raise UserError(f"dataset {spec.name!r} not found under {folder}; {hint}")
     missing = [f for f in spec.files() if not (folder / f).is_file()]

@@ -95,7 +95,7 @@ def find_files(spec: IdxDatasetSpec, root: Path) -> dict[str, Path | None]:
 
 def _not_found(spec: IdxDatasetSpec, root: Path, missing: list[str]) -> UserError:
     raw = spec.raw_dir(root)
-    hint = f"run 'cil data fetch {spec.name}' (or pass --data-root)"
+    hint = f"run 'cil data fetch {spec.name}' (or pass --data-root, or set CIL_DATA)"
     if len(missing) == len(IDX_FILES):
         return UserError(f"dataset {spec.name!r} not found under {raw}; {hint}")
     return UserError(f"dataset {spec.name!r} is incomplete under {raw}: missing "

@@ -39,7 +39,8 @@ def _images(name: str, x: np.ndarray, where: str) -> np.ndarray:
         raise UserError(f"{where}: {name} is boolean; images must be uint8 0..255 or floats in [0, 1]")
     if np.issubdtype(x.dtype, np.integer):
         if x.min() < 0 or x.max() > 255:
-            raise UserError(f"{where}: {name} ({x.dtype}) has values {x.min()}..{x.max()}; integer images must be 0..255")
+            raise UserError(f"{where}: {name} ({x.dtype}) has values {x.min()}..{x.max()}; "
+                            "integer images must be 0..255")
         return x.astype(np.uint8)
     if np.issubdtype(x.dtype, np.floating):
         if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:

@@ -48,6 +48,7 @@ class StrategyContext:
     evaluator: Any = None  # avalanche EvaluationPlugin
     plugins: tuple = ()
     progress: bool = True
+    name: str = ""  # the protocol's name for this entry (e.g. replay_500), for messages
 
     def make_model(self):
         """The protocol's discriminative backbone, freshly initialised."""

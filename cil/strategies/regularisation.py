@@ -73,7 +73,7 @@ def build_lwf(
     # Per-experience distillation weights of continual-learning-baselines
     # split_mnist/lwf.py, the schedule of van de Ven et al. 2019 ("Three scenarios for
     # continual learning"); a single number applies to every experience.
-    alpha: float | list[float] = (0.0, 0.5, 1.33333, 2.25, 3.2),
+    alpha: float | list[float] = [0.0, 0.5, 1.33333, 2.25, 3.2],  # noqa: B006 (read only)
     temperature: float = 2.0,  # same file; also the value of Li & Hoiem 2016
 ) -> SupervisedTemplate:
     """Learning without Forgetting (Li & Hoiem 2016, ECCV): knowledge distillation from the

@@ -1,0 +1,304 @@
+"""Every registered baseline trains on a small real stream (sklearn digits); the registry
+checks keys and types, finds entry-point plugins, and lists strategies without Avalanche."""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cil.data import ImageDataset, load_dataset
+from cil.errors import UserError
+from cil.strategies import registry
+from cil.strategies.registry import StrategyContext
+
+ROOT = Path(__file__).resolve().parent.parent
+N_CLASSES = 6  # digits 0..5, three experiences of two classes
+TRAIN_PER_CLASS = 1000  # all of them (about 145 per class)
+
+# Strategies that other modules own and test themselves.
+OTHER_MODULES = {"cil.strategies.generative"}
+
+# Small buffers so that every strategy runs in about a second; a strategy missing here runs
+# with its defaults.
+SMALL = {
+    "replay": {"mem_size": 30},
+    "gdumb": {"mem_size": 60},
+    "der": {"mem_size": 30},
+    "gem": {"patterns_per_exp": 20},
+    "agem": {"patterns_per_exp": 20, "sample_size": 20},
+    "icarl": {"memory_size": 60},
+    "slda": {"features": "pixels"},
+}
+
+
+def _own_strategies() -> list[str]:
+    return [n for n in registry.available() if registry.get(n).module not in OTHER_MODULES]
+
+
+@pytest.fixture(scope="module")
+def small_digits() -> ImageDataset:
+    """Digits 0..5, 40 training images per class, the full test split of those classes."""
+    ds = load_dataset("digits")
+    rng = np.random.RandomState(0)
+    train_idx = np.concatenate([rng.permutation(np.flatnonzero(ds.y_train == c))[:TRAIN_PER_CLASS]
+                                for c in range(N_CLASSES)])
+    test_idx = np.flatnonzero(ds.y_test < N_CLASSES)
+    return ImageDataset(name="digits6", x_train=ds.x_train[train_idx], y_train=ds.y_train[train_idx],
+                        x_test=ds.x_test[test_idx], y_test=ds.y_test[test_idx],
+                        class_names=ds.class_names[:N_CLASSES])
+
+
+def _stream(ds: ImageDataset):
+    from cil.streams import build_stream
+
+    return build_stream(ds, n_experiences=3)
+
+
+def _seed(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _context(ds: ImageDataset, **overrides) -> StrategyContext:
+    import warnings
+
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "no loggers": metrics are read from eval()
+        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
+    settings = dict(n_classes=ds.n_classes, image_shape=ds.image_shape, backbone="mlp",
+                    backbone_args={"hidden": [32]}, lr=1e-2, train_mb_size=16, eval_mb_size=256,
+                    train_epochs=4, evaluator=evaluator, progress=False)
+    settings.update(overrides)
+    return StrategyContext(**settings)
+
+
+def _experience_accuracies(metrics: dict, n_exp: int) -> list[float]:
+    """Accuracy per test experience from Avalanche's eval() dict, whatever the key style."""
+    out = []
+    for j in range(n_exp):
+        keys = [k for k in metrics if k.startswith("Top1_Acc_Exp/") and k.endswith(f"Exp{j:03d}")]
+        assert len(keys) == 1, f"no unique accuracy for experience {j}: {sorted(metrics)}"
+        out.append(float(metrics[keys[0]]))
+    return out
+
+
+def _train_eval(strategy, stream) -> list[list[float]]:
+    """Accuracy matrix R[i][j]: test experience j after training experience i."""
+    rows = []
+    for exp in stream.benchmark.train_stream:
+        strategy.train(exp)
+        rows.append(_experience_accuracies(strategy.eval(stream.benchmark.test_stream), stream.n_experiences))
+    return rows
+
+
+def test_baselines_are_registered():
+    names = set(registry.available())
+    expected = {"naive", "cumulative", "ewc", "si", "lwf", "replay", "gem", "agem", "icarl", "gdumb", "der", "slda"}
+    assert expected <= names
+    for name in expected:
+        spec = registry.get(name)
+        assert spec.help
+        doc = (spec.builder.__doc__ or "").strip().splitlines()
+        assert doc and re.search(r"\b(19|20)\d\d\b", doc[0] + " " + " ".join(doc[1:2])), \
+            f"{name}: the docstring's first line should name the method and its paper"
+
+
+@pytest.mark.parametrize("name", _own_strategies())
+def test_strategy_trains_on_a_real_stream(name, small_digits):
+    stream = _stream(small_digits)
+    _seed(0)
+    strategy = registry.build(name, _context(small_digits), SMALL.get(name, {}))
+    R = _train_eval(strategy, stream)
+    assert len(R) == stream.n_experiences
+    for i, row in enumerate(R):
+        assert all(0.0 <= a <= 1.0 for a in row)
+        # Having just trained on experience i, the model tells its classes apart better
+        # than guessing among all six classes would.
+        assert row[i] > 1.0 / N_CLASSES, f"{name}: accuracy {row[i]:.2f} on the experience just trained"
+
+
+def test_naive_forgets_and_cumulative_does_not(small_digits):
+    stream = _stream(small_digits)
+    runs = {}
+    for name in ("naive", "cumulative"):
+        _seed(0)
+        strategy = registry.build(name, _context(small_digits, train_epochs=8))
+        runs[name] = _train_eval(strategy, stream)
+    naive, cumulative = runs["naive"], runs["cumulative"]
+    # Fine-tuning learns experience 0, then loses most of it by the end of the stream.
+    assert naive[0][0] > 0.8
+    assert naive[-1][0] < naive[0][0] - 0.5
+    # Joint training on everything seen keeps it.
+    assert cumulative[-1][0] > 0.8
+    assert cumulative[-1][0] > naive[-1][0] + 0.5
+    assert np.mean(cumulative[-1]) > np.mean(naive[-1])
+
+
+def test_registry_rejects_unknown_keys_and_wrong_types():
+    with pytest.raises(UserError) as exc:
+        registry.validate_params("ewc", {"lambda": 10.0})
+    msg = str(exc.value)
+    assert "'lambda'" in msg and "allowed keys" in msg
+    for key in ("ewc_lambda", "mode", "decay_factor"):
+        assert key in msg
+
+    with pytest.raises(UserError, match="ewc_lambda"):
+        registry.validate_params("ewc", {"ewc_lambda": "large"})
+    with pytest.raises(UserError, match="mem_size"):
+        registry.validate_params("replay", {"mem_size": 2.5})
+    with pytest.raises(UserError, match="mode"):
+        registry.validate_params("ewc", {"mode": "sometimes"})
+    with pytest.raises(UserError, match="alpha"):
+        registry.validate_params("lwf", {"alpha": "strong"})
+    with pytest.raises(UserError, match="unknown strategy 'ewk'"):
+        registry.validate_params("ewk", {})
+    # Integers are fine where a float is asked for, lists where a list is allowed.
+    assert registry.validate_params("ewc", {"ewc_lambda": 100})["ewc_lambda"] == 100.0
+    assert registry.validate_params("lwf", {"alpha": [0, 1]})["alpha"] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("name, params", [
+    ("ewc", {"mode": "online"}),  # online EWC needs a decay factor
+    ("ewc", {"decay_factor": 0.5}),  # ... and separate EWC has none
+    ("replay", {"mem_size": 0}),
+    ("gdumb", {"mem_size": -1}),
+    ("icarl", {"memory_size": 0}),
+    ("agem", {"sample_size": 0}),
+    ("lwf", {"alpha": []}),
+    ("slda", {"shrinkage": 2.0}),
+])
+def test_builders_reject_meaningless_values(name, params, small_digits):
+    with pytest.raises(UserError, match=name):
+        registry.build(name, _context(small_digits), params)
+
+
+def test_lwf_alpha_schedule_outlasts_its_list(small_digits):
+    """A per-experience alpha list shorter than the stream repeats its last value."""
+    from cil.strategies.regularisation import _PerExperience
+
+    alphas = _PerExperience([0.0, 2.0])
+    assert [alphas[i] for i in range(4)] == [0.0, 2.0, 2.0, 2.0]
+    stream = _stream(small_digits)
+    _seed(0)
+    strategy = registry.build("lwf", _context(small_digits), {"alpha": [0.0, 1.0]})
+    assert len(_train_eval(strategy, stream)) == 3  # three experiences, two alphas
+
+
+def test_listing_strategies_does_not_import_avalanche():
+    code = ("import sys, cil.strategies.registry as r; names = r.available(); "
+            "assert 'naive' in names, names; "
+            "assert 'avalanche' not in sys.modules, 'avalanche imported while listing'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """Discovery runs again on a copy of the registry; the real one is restored afterwards."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_discovered", False)
+    return registry
+
+
+def test_entry_point_plugin_is_discovered(fresh_registry, tmp_path, monkeypatch):
+    """An installed distribution's ``cil.strategies`` entry point is loaded by discovery."""
+    dist = tmp_path / "cil_plugin_example-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cil-plugin-example\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[cil.strategies]\nlower_lr_naive = cil_plugin_example.strategies\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugin_example"))
+    for mod in [m for m in sys.modules if m.startswith("cil_plugin_example")]:
+        monkeypatch.delitem(sys.modules, mod)
+
+    assert "lower_lr_naive" not in fresh_registry._REGISTRY
+    assert "lower_lr_naive" in fresh_registry.available()
+    spec = fresh_registry.get("lower_lr_naive")
+    assert spec.module == "cil_plugin_example.strategies"
+    assert fresh_registry.validate_params("lower_lr_naive", {"lr_scale": 1}) == {"lr_scale": 1.0}
+    strategy = fresh_registry.build("lower_lr_naive", StrategyContext(n_classes=3, image_shape=(1, 8, 8), lr=0.02))
+    assert strategy.optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
+
+
+def test_broken_plugin_is_a_user_error(fresh_registry, tmp_path, monkeypatch):
+    dist = tmp_path / "cil_broken-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cil-broken\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[cil.strategies]\nbroken = cil_no_such_module_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError, match="broken"):
+        fresh_registry.available()
+
+
+def _doc_example_module() -> types.ModuleType:
+    text = (ROOT / "docs" / "adding_a_strategy.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    code = next(b for b in blocks if b.startswith("# cil/strategies/replay_balanced.py"))
+    module = types.ModuleType("cil.strategies.replay_balanced")
+    exec(compile(code, "docs/adding_a_strategy.md", "exec"), module.__dict__)
+    return module
+
+
+def test_doc_example_strategy_runs(fresh_registry, small_digits):
+    """The one-file example of docs/adding_a_strategy.md registers, validates and trains, and
+    its buffer is class-balanced."""
+    fresh_registry.available()  # discover the built-ins first, as a real run would
+    _doc_example_module()
+    assert "replay_balanced" in fresh_registry.available()
+    with pytest.raises(UserError, match="allowed keys: mem_size"):
+        fresh_registry.validate_params("replay_balanced", {"memsize": 10})
+
+    stream = _stream(small_digits)
+    _seed(0)
+    strategy = fresh_registry.build("replay_balanced", _context(small_digits), {"mem_size": 18})
+    R = _train_eval(strategy, stream)
+    assert len(R) == 3
+    (plugin,) = [p for p in strategy.plugins if type(p).__name__ == "ReplayPlugin"]
+    counts = np.bincount(np.asarray(list(plugin.storage_policy.buffer.targets)), minlength=N_CLASSES)
+    assert counts.sum() == 18
+    assert counts.min() == counts.max() == 3  # 18 samples over the six classes seen
+
+
+def test_doc_yaml_entries_are_valid(fresh_registry):
+    import yaml
+
+    from cil.config import protocol_from_dict
+
+    fresh_registry.available()
+    _doc_example_module()
+    text = (ROOT / "docs" / "adding_a_strategy.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "replay_balanced" in b)
+    protocol = protocol_from_dict({"name": "doc", **yaml.safe_load(block)})
+    entries = {e.name: e for e in protocol.strategies}
+    assert entries["replay_balanced_500"].strategy == "replay_balanced"
+    assert entries["replay_balanced_500"].params == {"mem_size": 500}
+    assert entries["replay_balanced_500"].training.epochs == 5
+
+    # The error shown on the page is the one a misspelt key really raises.
+    with pytest.raises(UserError) as exc:
+        protocol_from_dict({"name": "doc", "strategies": {
+            "replay_balanced_200": {"strategy": "replay_balanced", "memsize": 200}}})
+    assert f"error: {exc.value}" in text
+
+
+def test_plugin_example_matches_the_doc():
+    """The plugin package in tests/ is the one the doc describes."""
+    text = (ROOT / "docs" / "adding_a_strategy.md").read_text()
+    setup_cfg = (ROOT / "tests" / "plugin_example" / "setup.cfg").read_text()
+    for line in ("[options.entry_points]", "cil.strategies =", "lower_lr_naive = cil_plugin_example.strategies"):
+        assert line in setup_cfg and line in text
+    source = (ROOT / "tests" / "plugin_example" / "cil_plugin_example" / "strategies.py").read_text()
+    assert textwrap.dedent('@register("lower_lr_naive"') in source

@@ -1,0 +1,271 @@
+"""Properties of the VAR model's likelihoods: normalisation, block causality, exact prefixes,
+per-class isolation and checkpoint round trips."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from varc.config import VARConfig
+from varc.heads import NULL_CLASS
+from varc.model import VARModel
+from varc.train import as_image_tensor, encode_dataset, train_transformer
+
+HEADS = ["embedding", "lora:2", "full"]
+
+
+def tiny_config(head: str, vocab: int = 3) -> VARConfig:
+    # 4x4 images -> 2x2 latent map, scales (1, 2): L = 5 tokens, vocab**5 sequences
+    return VARConfig(in_channels=1, image_size=4, downsample=1, tok_channels=4, latent_dim=4, vocab_size=vocab,
+                     patch_nums=(1, 2), width=16, depth=2, num_heads=2, head=head)
+
+
+def digits_config(head: str) -> VARConfig:
+    return VARConfig(in_channels=1, image_size=8, downsample=1, tok_channels=8, latent_dim=4, vocab_size=16,
+                     patch_nums=(1, 2, 3, 4), width=32, depth=2, num_heads=2, head=head)
+
+
+def scramble(model: VARModel, seed: int = 1) -> VARModel:
+    """Give every parameter random non-trivial values (zero-initialised adapters included),
+    so that classes, adapters and positions all differ."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def digits_images() -> torch.Tensor:
+    d = load_digits()
+    x = (d.images[:64] * 16).clip(0, 255).astype(np.uint8)
+    return as_image_tensor(x)
+
+
+@pytest.fixture(scope="module")
+def digits_labels() -> torch.Tensor:
+    return torch.as_tensor(load_digits().target[:64], dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------------------
+# (a) normalisation
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("vocab", [2, 4])
+def test_probabilities_of_all_token_sequences_sum_to_one(head: str, vocab: int) -> None:
+    model = scramble(VARModel(tiny_config(head, vocab), classes=[0, 1, 2]))
+    L = model.seq_len
+    seqs_NL = torch.tensor(list(itertools.product(range(vocab), repeat=L)), dtype=torch.long)
+    for c in [0, 1, 2, NULL_CLASS]:
+        with torch.no_grad():
+            logp_N = model.token_log_probs(seqs_NL, c).sum(1).double()
+        total = logp_N.exp().sum().item()
+        assert abs(total - 1.0) < 1e-5, (c, total)
+        # and the class matters: the distributions differ between classes
+        if c == 0:
+            first = logp_N
+        else:
+            assert not torch.allclose(first, logp_N)
+
+
+# ------------------------------------------------------------------------------------------------
+# (b) block causality
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("head", HEADS)
+def test_changing_scale_k_leaves_scales_up_to_k_unchanged(head: str) -> None:
+    model = scramble(VARModel(digits_config(head), classes=[0, 1]))
+    g = torch.Generator().manual_seed(0)
+    V, B = model.config.vocab_size, 6
+    tokens = [torch.randint(V, (B, p, p), generator=g) for p in model.patch_nums]
+    labels = torch.tensor([0, 1, NULL_CLASS, 0, 1, NULL_CLASS])
+    with torch.no_grad():
+        base_BLV = model.logits(tokens, labels)
+        for k in range(model.num_scales):
+            changed = [t.clone() for t in tokens]
+            changed[k] = (changed[k] + 1 + torch.randint(V - 1, changed[k].shape, generator=g)) % V
+            new_BLV = model.logits(changed, labels)
+            end = model.scale_ends[k]
+            assert torch.equal(new_BLV[:, :end], base_BLV[:, :end]), f"scale {k + 1} leaked into earlier outputs"
+            if k + 1 < model.num_scales:  # ... while later scales do see the change
+                assert not torch.allclose(new_BLV[:, end:], base_BLV[:, end:])
+
+
+# ------------------------------------------------------------------------------------------------
+# (c) prefix likelihood
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("head", HEADS)
+def test_prefix_log_likelihood_is_the_sum_of_its_token_log_probs(head: str, digits_images, digits_labels) -> None:
+    model = scramble(VARModel(digits_config(head), classes=range(10)))
+    x, y = digits_images[:16], digits_labels[:16]
+    seen_lengths: list[int] = []
+    hook = model.trunk.blocks[0].register_forward_hook(lambda m, args, out: seen_lengths.append(out.shape[1]))
+    with torch.no_grad():
+        full_BL = model.token_log_probs(model.encode(x), y)
+        for m in range(1, model.num_scales + 1):
+            seen_lengths.clear()
+            ll = model.log_likelihood(x, y, num_scales=m)
+            expected = full_BL[:, : model.prefix_len(m)].sum(1)
+            torch.testing.assert_close(ll, expected, rtol=1e-6, atol=1e-5)
+            # the transformer ran on the prefix only
+            assert seen_lengths and set(seen_lengths) == {model.prefix_len(m)}
+        # all classes at once agrees with one class at a time
+        scores_BC = model.class_log_likelihoods(x, [3, NULL_CLASS], num_scales=2, chunk_size=5)
+        torch.testing.assert_close(scores_BC[:, 0], model.log_likelihood(x, 3, num_scales=2), rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(scores_BC[:, 1], model.log_likelihood(x, NULL_CLASS, num_scales=2),
+                                   rtol=1e-6, atol=1e-5)
+    hook.remove()
+
+
+# ------------------------------------------------------------------------------------------------
+# (d) isolation of per-class parameters
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("head", HEADS)
+def test_training_one_class_leaves_every_other_class_bit_identical(head: str, digits_images, digits_labels) -> None:
+    model = scramble(VARModel(digits_config(head), classes=[0, 1, 2]))
+    model.add_classes([3])  # a class added later, trained alone on a frozen trunk
+    model.freeze_trunk()
+    model.freeze_tokenizer()
+    others = [0, 1, 2, NULL_CLASS]
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    own = {id(p) for p in model.class_parameters([3])}
+    own_names = {n for n, p in model.named_parameters() if id(p) in own}
+    with torch.no_grad():
+        before_scores = model.class_log_likelihoods(digits_images, others + [3], chunk_size=50)
+
+    train_transformer(model, digits_images[:32], torch.full((32,), 3), params=model.class_parameters([3]),
+                      epochs=2, batch_size=8, lr=1e-2, weight_decay=0.1, label_drop=0.25)
+
+    after_state = model.state_dict()
+    for name, value in before_state.items():
+        if name in own_names:
+            continue
+        assert torch.equal(after_state[name], value), f"{name} moved"
+    assert any(not torch.equal(after_state[n], before_state[n]) for n in own_names), "class 3 did not train"
+    with torch.no_grad():
+        after_scores = model.class_log_likelihoods(digits_images, others + [3], chunk_size=50)
+    assert torch.equal(after_scores[:, :4], before_scores[:, :4])
+    assert not torch.equal(after_scores[:, 4], before_scores[:, 4])
+    # the requires_grad flags the caller set are restored
+    assert not any(p.requires_grad for p in model.trunk_parameters())
+
+
+def test_class_parameters_are_separate_tensors_per_class() -> None:
+    model = VARModel(digits_config("lora:2"), classes=[0, 1])
+    p0 = {id(p) for p in model.class_parameters([0])}
+    p1 = {id(p) for p in model.class_parameters([1])}
+    pn = {id(p) for p in model.class_parameters([], include_null=True)}
+    trunk = {id(p) for p in model.trunk_parameters()}
+    assert p0 and p1 and pn
+    assert not (p0 & p1) and not (p0 & pn) and not (p0 & trunk) and not (pn & trunk)
+    every = {id(p) for p in model.parameters()}
+    assert every == p0 | p1 | pn | trunk | {id(p) for p in model.tokenizer_parameters()}
+
+
+def test_new_class_heads_do_not_depend_on_the_order_they_are_added() -> None:
+    a = VARModel(digits_config("lora:2"), classes=[0, 1, 2])
+    b = VARModel(digits_config("lora:2"), classes=[2])
+    b.add_classes([1, 0])
+    for c in [0, 1, 2]:
+        for pa, pb in zip(a.class_parameters([c]), b.class_parameters([c])):
+            assert torch.equal(pa, pb)
+    assert b.classes == [0, 1, 2]
+
+
+def test_null_initialised_class_starts_as_the_unconditional_model(digits_images) -> None:
+    model = scramble(VARModel(digits_config("lora:2"), classes=[0]))
+    model.add_classes([5], init="null")
+    with torch.no_grad():
+        s = model.class_log_likelihoods(digits_images[:8], [5, NULL_CLASS, 0])
+    assert torch.equal(s[:, 0], s[:, 1])
+    assert not torch.equal(s[:, 0], s[:, 2])
+
+
+def test_unknown_class_is_an_error(digits_images) -> None:
+    model = VARModel(digits_config("embedding"), classes=[0, 1])
+    with pytest.raises(ValueError, match="add_classes"):
+        model.log_likelihood(digits_images[:2], 7)
+
+
+# ------------------------------------------------------------------------------------------------
+# (e) checkpoints
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("head", HEADS)
+def test_save_load_round_trip_gives_identical_likelihoods(head: str, tmp_path, digits_images) -> None:
+    model = scramble(VARModel(digits_config(head), classes=[4, 0, 9], seed=3))
+    path = tmp_path / "model.pt"
+    model.save(path, extra={"note": "test"})
+    loaded = VARModel.load(path)
+    assert loaded.classes == [0, 4, 9]
+    assert loaded.config == model.config
+    assert loaded.checkpoint_extra == {"note": "test"}
+    with torch.no_grad():
+        a = model.class_token_log_probs(digits_images[:20], [0, 4, 9, NULL_CLASS])
+        b = loaded.class_token_log_probs(digits_images[:20], [0, 4, 9, NULL_CLASS])
+    assert torch.equal(a, b)
+    # plain torch.load with weights_only=True reads it too
+    payload = torch.load(path, weights_only=True)
+    assert set(payload) >= {"config", "classes", "state_dict"}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_load_rejects_other_files(tmp_path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a VAR model checkpoint"):
+        VARModel.load(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# tokens, noise, sampling
+# ------------------------------------------------------------------------------------------------
+def test_encode_shapes_and_feature_noise(digits_images) -> None:
+    model = VARModel(digits_config("embedding"))
+    x = digits_images[:16]
+    tokens = model.encode(x)
+    assert [tuple(t.shape) for t in tokens] == [(16, p, p) for p in model.patch_nums]
+    assert all(t.dtype == torch.long and 0 <= t.min() and t.max() < model.config.vocab_size for t in tokens)
+    assert all(torch.equal(a, b) for a, b in zip(tokens, model.encode(x, noise_std=0.0)))
+    n1 = model.encode(x, noise_std=0.5, generator=torch.Generator().manual_seed(1))
+    n2 = model.encode(x, noise_std=0.5, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(a, b) for a, b in zip(n1, n2))
+    assert not all(torch.equal(a, b) for a, b in zip(n1, tokens))
+    flat = model.flatten_tokens(tokens)
+    assert flat.shape == (16, model.seq_len)
+    assert all(torch.equal(a, b) for a, b in zip(model.split_tokens(flat), tokens))
+    cached = encode_dataset(model, x, batch_size=5)
+    assert all(torch.equal(a, b) for a, b in zip(cached, tokens))
+
+
+def test_sample_is_repeatable_and_in_range() -> None:
+    model = scramble(VARModel(digits_config("lora:2"), classes=[0, 1]))
+    a = model.sample([0, 1, 1], top_k=4, cfg=1.5, generator=torch.Generator().manual_seed(0))
+    b = model.sample([0, 1, 1], top_k=4, cfg=1.5, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (3, 1, 8, 8)
+    assert torch.equal(a, b)
+    assert 0.0 <= a.min() and a.max() <= 1.0
+
+
+def test_28_pixel_images_map_to_a_7x7_latent() -> None:
+    cfg = VARConfig(image_size=28, downsample=2, patch_nums=(1, 2, 3, 5, 7), tok_channels=4, latent_dim=4,
+                    vocab_size=8, width=16, depth=1, num_heads=2)
+    model = VARModel(cfg, classes=[0])
+    x = torch.rand(2, 1, 28, 28)
+    tokens = model.encode(x)
+    assert tokens[-1].shape == (2, 7, 7)
+    assert model.decode(tokens).shape == (2, 1, 28, 28)
+    padded = VARConfig(image_size=30, downsample=2, patch_nums=(1, 2, 4, 8), tok_channels=4, latent_dim=4,
+                       vocab_size=8, width=16, depth=1, num_heads=2)
+    m2 = VARModel(padded)
+    assert m2.decode(m2.encode(torch.rand(2, 1, 30, 30))).shape == (2, 1, 30, 30)
+
+
+@pytest.mark.parametrize("bad", [dict(patch_nums=(2, 4, 7)), dict(patch_nums=(1, 3, 2, 7)),
+                                 dict(patch_nums=(1, 2, 8)), dict(head="lora"), dict(head="lora:0"),
+                                 dict(head="big"), dict(width=30, num_heads=4), dict(device="tpu")])
+def test_bad_configs_are_rejected(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        VARConfig(**bad)

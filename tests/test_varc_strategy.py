@@ -1,0 +1,142 @@
+"""The VAR generative classifier as a strategy: end to end, isolation, scoring identities, resume."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from cil.cli import main
+from cil.data import load_dataset
+from cil.streams import build_stream
+from cil.strategies import registry
+from cil.strategies.registry import StrategyContext
+
+TINY_VAR = {"model": {"width": 32, "depth": 1, "num_heads": 2, "vocab_size": 16}, "tokenizer_epochs": 1,
+            "epochs": 1, "head_epochs": 1, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def digits_stream():
+    ds = load_dataset("digits")
+    return ds, build_stream(ds, n_experiences=5)
+
+
+def make_strategy(ds, name="varc", **params):
+    ctx = StrategyContext(n_classes=ds.n_classes, image_shape=ds.image_shape, eval_mb_size=128, seed=0,
+                          progress=False, name=name)
+    return registry.build(name, ctx, {**TINY_VAR, **params})
+
+
+def test_tiny_protocol_through_the_cli(tmp_path):
+    proto = {"name": "tiny_varc", "dataset": "digits", "stream": {"n_experiences": 2},
+             "strategies": {"varc": TINY_VAR, "avarc_plus": {**TINY_VAR, "cca_epochs": 1}}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(proto))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary.strategy) == ["avarc_plus", "varc"]
+    for name in ("varc", "avarc_plus"):
+        acc = pd.read_csv(out / name / "seed0" / "accuracy_matrix.csv")
+        R = acc.pivot(index="train_exp", columns="eval_exp", values="accuracy").to_numpy()
+        assert R[0, 1] == 0.0  # classes not seen yet are never predicted
+        assert R[0, 0] > 0.6  # two classes after one short epoch: far above chance
+        inf = pd.read_csv(out / name / "seed0" / "inference.csv")
+        assert "varc" in set(inf.setting) and (inf.images_per_second > 0).all()
+        assert not (out / name / "seed0" / "checkpoints").exists()
+    inf = pd.read_csv(out / "avarc_plus" / "seed0" / "inference.csv")
+    plain = inf.set_index("setting").loc["varc"]
+    pruned = inf[inf.setting.str.startswith("prune") & ~inf.setting.str.contains("smooth")].iloc[0]
+    assert pruned.token_forwards_per_image < plain.token_forwards_per_image
+
+
+def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream):
+    ds, stream = digits_stream
+    strategy = make_strategy(ds)
+    train = stream.benchmark.train_stream
+    strategy.train(train[0])
+    strategy.train(train[1])
+    var = strategy.model.var
+    images = torch.as_tensor(ds.x_test[:40]).float().div(255)[:, None]
+    before_params = {k: v.clone() for k, v in var.state_dict().items()
+                     if not any(f"sets.{c}." in k for c in (4, 5))}
+    before_ll = var.class_log_likelihoods(images, [0, 1, 2, 3])
+    strategy.train(train[2])
+    after = var.state_dict()
+    for k, v in before_params.items():
+        assert torch.equal(v, after[k]), k
+    assert torch.equal(before_ll, var.class_log_likelihoods(images, [0, 1, 2, 3]))
+    assert var.classes == [0, 1, 2, 3, 4, 5]
+
+
+def test_finetune_trunk_moves_old_classes(digits_stream):
+    ds, stream = digits_stream
+    strategy = make_strategy(ds, trunk="finetune")
+    strategy.train(stream.benchmark.train_stream[0])
+    w = strategy.model.var.trunk_parameters()[0].clone()
+    strategy.train(stream.benchmark.train_stream[1])
+    assert not torch.equal(w, strategy.model.var.trunk_parameters()[0])
+
+
+def test_pruning_that_keeps_every_class_and_smoothing_with_one_sample_equal_varc(digits_stream):
+    from varc.classifier import ScoringConfig, score
+
+    ds, stream = digits_stream
+    strategy = make_strategy(ds)
+    for exp in stream.benchmark.train_stream[:2]:
+        strategy.train(exp)
+    var, classes = strategy.model.var, [0, 1, 2, 3]
+    images = torch.as_tensor(ds.x_test[:64]).float().div(255)[:, None]
+    plain = score(var, images, classes, ScoringConfig()).scores_BC
+    keep_all = score(var, images, classes, ScoringConfig(prune=((2, 4), (None, 1)))).scores_BC
+    one_sample = score(var, images, classes, ScoringConfig(smooth_samples=1, smooth_std=0.5)).scores_BC
+    assert torch.equal(plain, keep_all)
+    assert torch.equal(plain, one_sample)
+    # and the identities are not vacuous: real pruning and real smoothing change the scores
+    pruned = score(var, images, classes, ScoringConfig(prune=((1, 1), (None, 1))))
+    assert torch.isinf(pruned.scores_BC).any() and pruned.token_forwards < score(var, images, classes).token_forwards
+    smoothed = score(var, images, classes, ScoringConfig(smooth_samples=3, smooth_std=0.5),
+                     generator=torch.Generator().manual_seed(0)).scores_BC
+    assert not torch.equal(plain, smoothed)
+
+
+def test_resume_after_interruption_gives_the_same_results(tmp_path, monkeypatch):
+    from cil.strategies.generative import _classes
+
+    proto = {"name": "resume", "dataset": "digits", "stream": {"n_experiences": 3, "classes_per_exp": None,
+                                                               "first_exp_classes": 4},
+             "strategies": {"varc": TINY_VAR}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(proto))
+    assert main(["run", str(path), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+
+    strategy_cls = _classes()[1]
+    original = strategy_cls._train_exp
+
+    def crash_on_third(self, experience, *args, **kwargs):
+        if self.exp_index == 2:
+            raise KeyboardInterrupt
+        return original(self, experience, *args, **kwargs)
+
+    monkeypatch.setattr(strategy_cls, "_train_exp", crash_on_third)
+    assert main(["run", str(path), "--out", str(tmp_path / "b"), "--quiet"]) == 130
+    assert sorted(p.name for p in (tmp_path / "b" / "varc" / "seed0" / "checkpoints").iterdir()) == \
+        ["exp000.pt", "exp001.pt"]
+    assert not (tmp_path / "b" / "varc" / "seed0" / "metrics.json").exists()
+    monkeypatch.setattr(strategy_cls, "_train_exp", original)
+    assert main(["run", str(path), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    a = json.loads((tmp_path / "a" / "varc" / "seed0" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "varc" / "seed0" / "metrics.json").read_text())
+    for key in ("final_accuracy", "average_forgetting", "bwt", "per_experience_final", "seen_accuracy"):
+        assert a[key] == b[key], key
+
+
+def test_bad_settings_are_user_errors(tmp_path, capsys):
+    proto = {"name": "bad", "dataset": "digits", "strategies": {"varc": {"prune": [[9, 2]]}}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(proto))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: strategies.varc") and "num_scales" in err

@@ -1,0 +1,94 @@
+"""Condition-contrastive fine-tuning (CCA) of class heads, the "+" of A-VARC+.
+
+CCA (Chen et al. 2024, "Toward Guidance-Free AR Visual Generation via Condition Contrastive
+Alignment"; used for classification by Chen, Inouye, Gao 2025) sharpens the class-conditional
+likelihood with a logistic loss on the log-likelihood ratio against a frozen reference model
+(the model before this step):
+
+    loss = -log sigma(beta * (l_theta(x, y) - l_ref(x, y)))
+           - lambda * log sigma(-beta * (l_theta(x, y_neg) - l_ref(x, y_neg)))
+
+with l = log p(x | y) summed over tokens and y_neg another class. Negatives are drawn from a
+given pool (in class-incremental learning, the classes of the current experience), so the
+heads of earlier classes are neither used nor moved.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from varc.model import VARModel
+
+
+@torch.no_grad()
+def _class_lls(model: VARModel, tokens: list[Tensor], classes: Sequence[int], batch_size: int) -> Tensor:
+    """log p(x | c) [N, C] for every image (pre-tokenised) and every class of ``classes``."""
+    n = tokens[0].shape[0]
+    out = []
+    for s in range(0, n, batch_size):
+        out.append(model.class_log_likelihoods([t[s:s + batch_size].to(model.device) for t in tokens], classes).cpu())
+    return torch.cat(out)
+
+
+def cca_finetune(model: VARModel, tokens: list[Tensor], labels: Tensor, *, params: Sequence[nn.Parameter],
+                 negative_pool: Sequence[int], epochs: int = 1, lr: float = 1e-4, beta: float = 0.02,
+                 lam: float = 1.0, batch_size: int = 64, seed: int = 0,
+                 progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Fine-tune ``params`` with the CCA loss; the reference is the model as it is on entry."""
+    pool = [int(c) for c in negative_pool]
+    if len(pool) < 2:
+        raise ValueError(f"CCA needs at least two classes to draw negatives from, got {pool}")
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    col = {c: i for i, c in enumerate(pool)}
+    if not set(labels.tolist()) <= set(pool):
+        raise ValueError("every label must be in the negative pool (the classes being fine-tuned)")
+    ref_NC = _class_lls(model, tokens, pool, batch_size=512)  # frozen reference log-likelihoods
+    params = list(params)
+    opt = torch.optim.Adam(params, lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    n, history = len(labels), []
+    ids = set(id(p) for p in params)
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(id(p) in ids)
+    try:
+        for epoch in range(epochs):
+            t0, total, acc_sum = time.perf_counter(), 0.0, 0.0
+            perm = torch.randperm(n, generator=g)
+            for s in range(0, n, batch_size):
+                idx = perm[s:s + batch_size]
+                y = labels[idx]
+                # a negative class != y, uniformly from the pool
+                shift = torch.randint(1, len(pool), (len(idx),), generator=g)
+                yi = torch.tensor([col[int(c)] for c in y])
+                neg_i = (yi + shift) % len(pool)
+                y_neg = torch.tensor(pool)[neg_i]
+                tok_b = [t[idx].to(model.device) for t in tokens]
+                both_y = torch.cat([y, y_neg]).to(model.device)
+                image_idx = torch.arange(len(idx), device=model.device).repeat(2)
+                ll_P = model.pair_token_log_probs(tok_b, image_idx, both_y).sum(1)
+                ref_P = torch.cat([ref_NC[idx, yi], ref_NC[idx, neg_i]]).to(ll_P.device)
+                ratio_pos, ratio_neg = (beta * (ll_P - ref_P)).chunk(2)
+                loss = -F.logsigmoid(ratio_pos).mean() - lam * F.logsigmoid(-ratio_neg).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                acc_sum += (ll_P[: len(idx)] > ll_P[len(idx):]).float().sum().item()
+            rec = {"epoch": epoch + 1, "epochs": epochs, "loss": total / n, "pair_accuracy": acc_sum / n,
+                   "seconds": time.perf_counter() - t0}
+            history.append(rec)
+            if progress:
+                progress(rec)
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+    if not all(math.isfinite(r["loss"]) for r in history):
+        raise FloatingPointError("CCA loss became non-finite; lower cca_lr or cca_beta")
+    return history

@@ -1,0 +1,132 @@
+"""The shared trunk: a block-causal transformer with AdaLN class conditioning (Tian et al. 2024).
+
+Input: the class start token at position 0 followed by the teacher-forcing inputs of positions
+1..l-1 (``x_BlC``). Output: next-scale logits for positions 0..l-1 (``logits_BlV``). A token
+attends to every token of its own scale and of earlier scales, so the outputs for the first m
+scales depend only on the tokens of scales < m and running on the first l = sum_{k<=m} pn_k^2
+positions is an exact prefix of the full pass.
+
+Every linear layer is an :class:`AdaptedLinear` with a name (``b0_qkv``, ..., ``head``): a
+class's head may add its own adapter to it (see ``varc.heads``), per sample in a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from varc.config import VARConfig
+
+# key -> a per-sample low-rank pair (A_Bri, B_Bor) or one full-rank delta W_oi for the whole batch
+Adapter = Union[tuple[Tensor, Tensor], Tensor]
+Adapters = dict[str, Adapter]
+
+
+class AdaptedLinear(nn.Linear):
+    """y = W x + b, plus the adapter named ``key`` if the caller passes one."""
+
+    def __init__(self, in_features: int, out_features: int, key: str) -> None:
+        super().__init__(in_features, out_features)
+        self.key = key
+
+    def forward(self, x: Tensor, adapters: Adapters | None = None) -> Tensor:  # type: ignore[override]
+        y = F.linear(x, self.weight, self.bias)
+        a = adapters.get(self.key) if adapters else None
+        if a is None:
+            return y
+        if isinstance(a, Tensor):  # full-rank delta, one class for the whole batch
+            return y + F.linear(x, a)
+        a_Bri, b_Bor = a  # LoRA, one (A, B) pair per sample
+        x3 = x if x.dim() == 3 else x[:, None]
+        d = torch.matmul(torch.matmul(x3, a_Bri.transpose(1, 2)), b_Bor.transpose(1, 2))
+        return y + (d if x.dim() == 3 else d[:, 0])
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, num_heads: int, prefix: str) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = AdaptedLinear(width, 3 * width, prefix + "qkv")
+        self.proj = AdaptedLinear(width, width, prefix + "proj")
+
+    def forward(self, x_BlD: Tensor, mask_ll: Tensor, ad: Adapters | None) -> Tensor:
+        B, l, D = x_BlD.shape
+        q, k, v = self.qkv(x_BlD, ad).view(B, l, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        o_BHlc = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_ll)
+        return self.proj(o_BHlc.transpose(1, 2).reshape(B, l, D), ad)
+
+
+class Block(nn.Module):
+    """Pre-norm attention + MLP; scale, shift and gate of both come from the class (AdaLN)."""
+
+    def __init__(self, cfg: VARConfig, index: int) -> None:
+        super().__init__()
+        D, p = cfg.width, f"b{index}_"
+        hidden = int(D * cfg.mlp_ratio)
+        self.ln1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.ln2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(D, cfg.num_heads, p)
+        self.fc1 = AdaptedLinear(D, hidden, p + "fc1")
+        self.fc2 = AdaptedLinear(hidden, D, p + "fc2")
+        self.ada = AdaptedLinear(D, 6 * D, p + "ada")
+
+    def forward(self, x_BlD: Tensor, cond_BD: Tensor, mask_ll: Tensor, ad: Adapters | None) -> Tensor:
+        g1, g2, s1, s2, b1, b2 = self.ada(F.silu(cond_BD), ad)[:, None].chunk(6, dim=-1)
+        x_BlD = x_BlD + (1 + g1) * self.attn(self.ln1(x_BlD) * (1 + s1) + b1, mask_ll, ad)
+        h = F.gelu(self.fc1(self.ln2(x_BlD) * (1 + s2) + b2, ad), approximate="tanh")
+        return x_BlD + (1 + g2) * self.fc2(h, ad)
+
+
+class Trunk(nn.Module):
+    """Embeddings, blocks and the AdaLN output head; everything shared by all classes."""
+
+    def __init__(self, cfg: VARConfig) -> None:
+        super().__init__()
+        D, L, K = cfg.width, cfg.seq_len, len(cfg.patch_nums)
+        self.word_embed = nn.Linear(cfg.latent_dim, D)
+        self.pos_start = nn.Parameter(torch.empty(1, 1, D))
+        self.pos_1LD = nn.Parameter(torch.empty(1, L, D))
+        self.lvl_embed = nn.Embedding(K, D)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.depth))
+        self.head_ln = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.head_ada = AdaptedLinear(D, 2 * D, "head_ada")
+        self.head = AdaptedLinear(D, cfg.vocab_size, "head")
+
+        lvl_L = torch.cat([torch.full((p * p,), k, dtype=torch.long) for k, p in enumerate(cfg.patch_nums)])
+        self.register_buffer("lvl_L", lvl_L, persistent=False)
+        self.register_buffer("mask_LL", lvl_L[:, None] >= lvl_L[None, :], persistent=False)
+        self._init_weights(D)
+
+    def _init_weights(self, D: int) -> None:
+        std = math.sqrt(1 / D / 3)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        for p in (self.pos_start, self.pos_1LD, self.lvl_embed.weight):
+            nn.init.trunc_normal_(p, std=std)
+        self.head.weight.data.mul_(0.1)
+
+    def adapted_shapes(self) -> dict[str, tuple[int, int]]:
+        """Name -> (in_features, out_features) of every linear a class head may adapt."""
+        return {m.key: (m.in_features, m.out_features) for m in self.modules() if isinstance(m, AdaptedLinear)}
+
+    def forward(self, x_BlC: Tensor, cond_BD: Tensor, adapters: Adapters | None = None) -> Tensor:
+        """Logits [B, l, V] for positions 0..l-1, where l = 1 + x_BlC.shape[1]."""
+        l = x_BlC.shape[1] + 1
+        sos_B1D = cond_BD[:, None] + self.pos_start
+        h_BlD = torch.cat([sos_B1D, self.word_embed(x_BlC)], dim=1)
+        h_BlD = h_BlD + self.pos_1LD[:, :l] + self.lvl_embed(self.lvl_L[:l])[None]
+        mask_ll = self.mask_LL[:l, :l]
+        for blk in self.blocks:
+            h_BlD = blk(h_BlD, cond_BD, mask_ll, adapters)
+        # The output head runs in fp32 even under autocast: log-likelihoods are sums of many
+        # log-probabilities, and bf16 logits would blur them.
+        with torch.autocast(device_type=h_BlD.device.type, enabled=False):
+            cond_BD, h_BlD = cond_BD.float(), h_BlD.float()
+            scale, shift = self.head_ada(F.silu(cond_BD), adapters)[:, None].chunk(2, dim=-1)
+            return self.head(self.head_ln(h_BlD) * (1 + scale) + shift, adapters)
