@@ -51,10 +51,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / protocol.name
     run_protocol(protocol, out_dir=out, force=args.force, log=None if args.quiet else print)
     if args.plot:
-        from cil.report import make_figures, write_report
+        from cil.report import write_report
 
-        make_figures([out], out / "figures")
-        report = write_report(out)
+        report = write_report(out)  # draws the figures into out/figures too
         if not args.quiet:
             print(f"figures in {out / 'figures'}, report {report}")
     if not args.quiet:

@@ -220,7 +220,7 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
         "peak_memory_mb": max(r["peak_memory_mb"] for r in timings),
         "class_order": stream.class_order,
     })
-    config = resolved_dict(dataclasses.replace(protocol, seeds=[seed], strategies=[entry]))
+    config = resolved_dict(dataclasses.replace(protocol, strategies=[entry]))
     config["run"] = {
         "strategy": entry.name, "seed": seed, "class_order_seed": protocol.stream.class_order_seed,
         "class_order": stream.class_order, "classes_per_experience": stream.classes_per_experience,

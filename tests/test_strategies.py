@@ -20,6 +20,8 @@ from cil.errors import UserError
 from cil.strategies import registry
 from cil.strategies.registry import StrategyContext
 
+pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning")
+
 ROOT = Path(__file__).resolve().parent.parent
 N_CLASSES = 6  # digits 0..5, three experiences of two classes
 TRAIN_PER_CLASS = 1000  # all of them (about 145 per class)
@@ -31,7 +33,7 @@ OTHER_MODULES = {"cil.strategies.generative"}
 # with its defaults.
 SMALL = {
     "replay": {"mem_size": 30},
-    "gdumb": {"mem_size": 60},
+    "gdumb": {"mem_size": 150},
     "der": {"mem_size": 30},
     "gem": {"patterns_per_exp": 20},
     "agem": {"patterns_per_exp": 20, "sample_size": 20},
@@ -46,7 +48,7 @@ def _own_strategies() -> list[str]:
 
 @pytest.fixture(scope="module")
 def small_digits() -> ImageDataset:
-    """Digits 0..5, 40 training images per class, the full test split of those classes."""
+    """Digits 0..5 (train and test splits of those classes): three experiences of two classes."""
     ds = load_dataset("digits")
     rng = np.random.RandomState(0)
     train_idx = np.concatenate([rng.permutation(np.flatnonzero(ds.y_train == c))[:TRAIN_PER_CLASS]
@@ -79,8 +81,8 @@ def _context(ds: ImageDataset, **overrides) -> StrategyContext:
         warnings.simplefilter("ignore", UserWarning)  # "no loggers": metrics are read from eval()
         evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
     settings = dict(n_classes=ds.n_classes, image_shape=ds.image_shape, backbone="mlp",
-                    backbone_args={"hidden": [32]}, lr=1e-2, train_mb_size=16, eval_mb_size=256,
-                    train_epochs=4, evaluator=evaluator, progress=False)
+                    backbone_args={"hidden": [64]}, lr=1e-3, train_mb_size=16, eval_mb_size=256,
+                    train_epochs=3, evaluator=evaluator, progress=False)
     settings.update(overrides)
     return StrategyContext(**settings)
 
@@ -135,7 +137,7 @@ def test_naive_forgets_and_cumulative_does_not(small_digits):
     runs = {}
     for name in ("naive", "cumulative"):
         _seed(0)
-        strategy = registry.build(name, _context(small_digits, train_epochs=8))
+        strategy = registry.build(name, _context(small_digits, train_epochs=5))
         runs[name] = _train_eval(strategy, stream)
     naive, cumulative = runs["naive"], runs["cumulative"]
     # Fine-tuning learns experience 0, then loses most of it by the end of the stream.

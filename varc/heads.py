@@ -122,7 +122,12 @@ class ClassHeads(nn.Module):
                 adapters[key] = (gather([h.lora_a[key] for h in heads]), gather([h.lora_b[key] for h in heads]))
         return cond_BD, adapters
 
-    def full_deltas(self, c: int) -> Adapters:
-        """Full-rank deltas of class ``c`` (``full`` heads), for a batch of that class only."""
+    def weight_deltas(self, c: int) -> Adapters:
+        """Class ``c``'s change to every adapted weight (B A for LoRA, D for full heads; none for
+        embedding heads), to be merged into the trunk's weights for a batch of that class only."""
         h = self.head(c)
-        return {key: h.delta[key] for key in self.shapes}
+        if self.kind == "lora":
+            return {key: h.lora_b[key] @ h.lora_a[key] for key in self.shapes}
+        if self.kind == "full":
+            return {key: h.delta[key] for key in self.shapes}
+        return {}

@@ -185,21 +185,23 @@ class VARModel(nn.Module):
         return contextlib.nullcontext()
 
     def forward_logits(self, x_BlC: Tensor, labels_B: Tensor) -> Tensor:
-        """Logits [B, l, V] (fp32) from teacher-forcing inputs [B, l-1, Cv] and labels [B]."""
+        """Logits [B, l, V] (fp32) from teacher-forcing inputs [B, l-1, Cv] and labels [B].
+
+        A batch of one class runs with that class's weight deltas merged into the trunk's weights;
+        a mixed batch uses per-sample LoRA products (``lora``) or one pass per class (``full``).
+        """
         with self._autocast():
-            if self.heads.kind != "full":
-                cond_BD, adapters = self.heads.condition(labels_B)
-                return self.trunk(x_BlC, cond_BD, adapters or None).float()
-            # full-rank heads: one trunk pass per class present, each with that class's deltas
             uniq = torch.unique(labels_B).tolist()
             if len(uniq) == 1:
                 cond_BD = self.heads.head(uniq[0]).embedding.expand(len(labels_B), -1)
-                return self.trunk(x_BlC, cond_BD, self.heads.full_deltas(uniq[0])).float()
+                return self.trunk(x_BlC, cond_BD, self.heads.weight_deltas(uniq[0]) or None).float()
+            if self.heads.kind != "full":
+                cond_BD, adapters = self.heads.condition(labels_B)
+                return self.trunk(x_BlC, cond_BD, adapters or None).float()
             out_BlV = None
             for c in uniq:
                 rows = (labels_B == c).nonzero()[:, 0]
-                cond = self.heads.head(c).embedding.expand(len(rows), -1)
-                part = self.trunk(x_BlC[rows], cond, self.heads.full_deltas(c)).float()
+                part = self.forward_logits(x_BlC[rows], labels_B[rows])
                 if out_BlV is None:
                     out_BlV = part.new_empty(len(labels_B), *part.shape[1:])
                 out_BlV = out_BlV.index_copy(0, rows, part)
@@ -230,20 +232,31 @@ class VARModel(nn.Module):
     def pair_token_log_probs(self, tokens: Tokens, image_idx: Tensor, labels: Labels,
                              num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:
         """Per-token log-probs [P, l] of P (image, class) pairs: pair p is image ``image_idx[p]``
-        of ``tokens`` under class ``labels[p]``. Teacher inputs are built once per image; the
-        transformer runs on at most ``chunk_size`` pairs at a time."""
+        of ``tokens`` under class ``labels[p]``.
+
+        Teacher inputs are built once per image; pairs are grouped by class and the transformer
+        runs on at most ``chunk_size`` pairs of one class at a time (that class's weights merged).
+        """
         toks = self.split_tokens(tokens)
         l = self.prefix_len(num_scales)
         x_BlC = self.tokenizer.teacher_inputs(toks, num_scales or self.num_scales)
         idx_Bl = self.flatten_tokens(toks)[:, :l]
         image_idx = torch.as_tensor(image_idx, dtype=torch.long, device=self.device)
         labels_P = self._labels(labels, len(image_idx))
-        out = []
-        for s in range(0, len(image_idx), chunk_size):
-            ii = image_idx[s : s + chunk_size]
-            logits_PlV = self.forward_logits(x_BlC[ii], labels_P[s : s + chunk_size])
-            out.append(_gather_log_probs(logits_PlV, idx_Bl[ii]))
-        return torch.cat(out) if out else x_BlC.new_zeros(0, l)
+        order = torch.argsort(labels_P, stable=True)
+        sorted_labels = labels_P[order]
+        bounds = [0] + (torch.nonzero(sorted_labels[1:] != sorted_labels[:-1])[:, 0] + 1).tolist() + [len(order)]
+        parts, where = [], []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            for s in range(a, b, chunk_size):
+                sel = order[s : min(b, s + chunk_size)]
+                ii = image_idx[sel]
+                parts.append(_gather_log_probs(self.forward_logits(x_BlC[ii], labels_P[sel]), idx_Bl[ii]))
+                where.append(sel)
+        if not parts:
+            return x_BlC.new_zeros(0, l)
+        lp_Pl = torch.cat(parts)
+        return lp_Pl[torch.argsort(torch.cat(where))]
 
     def class_token_log_probs(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
                               num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:

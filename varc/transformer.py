@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from varc.config import VARConfig
 
-# key -> a per-sample low-rank pair (A_Bri, B_Bor) or one full-rank delta W_oi for the whole batch
+# key -> a per-sample low-rank pair (A_Bri, B_Bor), or one delta W_oi for the whole batch
+# (a single class: its LoRA product B A or its full-rank delta, added to the weight)
 Adapter = Union[tuple[Tensor, Tensor], Tensor]
 Adapters = dict[str, Adapter]
 
@@ -34,12 +35,12 @@ class AdaptedLinear(nn.Linear):
         self.key = key
 
     def forward(self, x: Tensor, adapters: Adapters | None = None) -> Tensor:  # type: ignore[override]
-        y = F.linear(x, self.weight, self.bias)
         a = adapters.get(self.key) if adapters else None
         if a is None:
-            return y
-        if isinstance(a, Tensor):  # full-rank delta, one class for the whole batch
-            return y + F.linear(x, a)
+            return F.linear(x, self.weight, self.bias)
+        if isinstance(a, Tensor):  # one class for the whole batch: merge into the weight
+            return F.linear(x, self.weight + a, self.bias)
+        y = F.linear(x, self.weight, self.bias)
         a_Bri, b_Bor = a  # LoRA, one (A, B) pair per sample
         x3 = x if x.dim() == 3 else x[:, None]
         d = torch.matmul(torch.matmul(x3, a_Bri.transpose(1, 2)), b_Bor.transpose(1, 2))
@@ -77,7 +78,7 @@ class Block(nn.Module):
     def forward(self, x_BlD: Tensor, cond_BD: Tensor, mask_ll: Tensor, ad: Adapters | None) -> Tensor:
         g1, g2, s1, s2, b1, b2 = self.ada(F.silu(cond_BD), ad)[:, None].chunk(6, dim=-1)
         x_BlD = x_BlD + (1 + g1) * self.attn(self.ln1(x_BlD) * (1 + s1) + b1, mask_ll, ad)
-        h = F.gelu(self.fc1(self.ln2(x_BlD) * (1 + s2) + b2, ad), approximate="tanh")
+        h = F.gelu(self.fc1(self.ln2(x_BlD) * (1 + s2) + b2, ad))
         return x_BlD + (1 + g2) * self.fc2(h, ad)
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: Display order (and fixed colour slots, see cil.report.plots) of strategies the suite ships.
 KNOWN_STRATEGIES = ["naive", "joint", "cumulative", "ewc", "si", "lwf", "replay", "gem", "agem",
-                    "icarl", "gdumb", "der", "varc", "avarc", "avarc_plus"]
+                    "icarl", "gdumb", "der", "slda", "varc", "avarc", "avarc_plus"]
 
 LABELS = {
     "final_accuracy": "final accuracy",

@@ -46,7 +46,8 @@ N_SLOTS = len(PALETTE) * len(LINESTYLES)
 #: Fixed style slots of the strategies the suite ships (slot = colour + 9 * line style).
 KNOWN_SLOTS = {
     "varc": 0, "ewc": 1, "lwf": 2, "replay": 3, "gem": 4, "si": 5, "gdumb": 6, "naive": 7,
-    "icarl": 8, "avarc": 9, "der": 12, "agem": 13, "joint": 16, "avarc_plus": 18, "cumulative": 25,
+    "icarl": 8, "avarc": 9, "der": 12, "agem": 13, "slda": 14, "joint": 16, "avarc_plus": 18,
+    "cumulative": 25,
 }
 
 RC = {
@@ -79,20 +80,24 @@ def strategy_styles(names: Iterable[str]) -> dict[str, Style]:
 
     Shipped strategies own fixed slots; a variant of one (``replay_500``) takes its colour with
     another line style; other names hash (crc32, stable across processes) to a free slot,
-    probing onward on collisions among the given names (more than 27 names reuse styles).
+    probing onward on collisions among the given names; when the unreserved slots run out they
+    borrow those of shipped strategies not drawn (only more than 27 names reuse a style).
     """
     names = agg.strategy_order(names)
     taken = {KNOWN_SLOTS[n] for n in names if n in KNOWN_SLOTS}
     out = {n: _slot_style(KNOWN_SLOTS[n]) for n in names if n in KNOWN_SLOTS}
     reserved = set(KNOWN_SLOTS.values())
-    for n in sorted(set(names) - set(out)):
+    # variants first, so that they find their base's colour still free
+    for n in sorted(set(names) - set(out), key=lambda n: (agg.variant_of(n) is None, n)):
         base = agg.variant_of(n)
         # a variant (replay_500) keeps its base's colour with another line style when one is free
         wanted = ([KNOWN_SLOTS[base] % len(PALETTE) + len(PALETTE) * r for r in range(len(LINESTYLES))]
                   if base in KNOWN_SLOTS else [])
         h = zlib.crc32(n.encode()) % N_SLOTS
         wanted += [(h + k) % N_SLOTS for k in range(N_SLOTS)]
-        slot = next((c for c in wanted if c not in taken and c not in reserved), h)
+        # a free unreserved slot; else one reserved for a shipped strategy absent from this figure
+        slot = next((c for c in wanted if c not in taken and c not in reserved),
+                    next((c for c in wanted if c not in taken), h))
         taken.add(slot)
         out[n] = _slot_style(slot)
     return out
@@ -177,14 +182,20 @@ def _int_ticks(ax, T: int, axis: str = "x") -> None:
     (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks)
 
 
+def _cell_text(v: float) -> str:
+    """Two decimals without the leading zero (``.83``); ``1.0`` for what rounds to one."""
+    text = f"{v:.2f}"
+    return "1.0" if text == "1.00" else text.lstrip("0")
+
+
 def _log_axis(ax, values, axis: str = "x") -> None:
-    """Log scale with plain-number ticks (0.01, 0.02, 0.05 ...) instead of crowded minor labels."""
+    """Log scale with plain-number ticks (0.01, 0.02, 0.05 ... or 1, 3, 10 ...), never crowded."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     decades = math.log10(v.max() / v.min()) if len(v) else 1.0
-    subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0,)
+    subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3 else (1.0,)
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     a.set_major_locator(LogLocator(base=10, subs=subs))
@@ -348,8 +359,8 @@ def plot_accuracy_matrices(data: RunData, path: Path | None = None, *, run: str 
                 for j in range(T):
                     v = mean[i, j]
                     if np.isfinite(v):
-                        ax.text(j, i, f"{v:.2f}"[1:] if 0 <= v < 1 else f"{v:.1f}", ha="center",
-                                va="center", fontsize=font, color="white" if v < 0.55 else "black")
+                        ax.text(j, i, _cell_text(v), ha="center", va="center", fontsize=font,
+                                color="white" if v < 0.55 else "black")
         _panel_title(ax, strat, styles[strat], cols, offset=0.025)
         ax.grid(False)
         for side in ("top", "right"):

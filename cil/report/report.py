@@ -76,15 +76,19 @@ def _distinct(values: list) -> list:
 
 
 def _cells_label(cells: list[tuple[str, int]], data: RunData) -> str:
-    """``ewc`` for all of a strategy's seeds, ``ewc seeds 0, 1`` for some of them."""
+    """Name a group of cells briefly: ``all cells``, ``seed 1``, ``ewc`` or ``ewc seeds 0, 1``."""
     all_seeds = data.summary.groupby("strategy")["seed"].apply(lambda x: sorted(x.tolist())).to_dict()
     by_strategy: dict[str, list[int]] = {}
     for s, seed in cells:
         by_strategy.setdefault(s, []).append(seed)
-    if set(by_strategy) == set(all_seeds) and all(sorted(v) == all_seeds[s] for s, v in by_strategy.items()):
+    whole = {s: sorted(v) == all_seeds.get(s) for s, v in by_strategy.items()}
+    if set(by_strategy) == set(all_seeds) and all(whole.values()):
         return "all cells"
-    return "; ".join(s if sorted(v) == all_seeds.get(s) else
-                     f"{s} seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))}"
+    seed_sets = {tuple(sorted(v)) for v in by_strategy.values()}
+    if set(by_strategy) == set(all_seeds) and len(seed_sets) == 1:  # every strategy, some seeds
+        seeds = next(iter(seed_sets))
+        return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    return "; ".join(s if whole[s] else f"{s} seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))}"
                      for s, v in by_strategy.items())
 
 
@@ -155,8 +159,9 @@ def _environment_blocks(data: RunData) -> list[Block]:
                           else f"{stamps[0]} … {stamps[-1]}"})
     blocks = [Block("h2", "Environment")]
     if table:
-        blocks.append(Block("p", "From the `run:` section of the cells' `config.yaml` "
-                                 "(several values: they differ between cells)."))
+        blocks.append(Block("p", "From the `run:` section of the cells' `config.yaml`; where cells "
+                                 "differ, their values are listed with commas, and times span the "
+                                 "first to the last cell."))
         blocks.append(Block("table", table=pd.DataFrame(table)))
     else:
         blocks.append(Block("p", "Not recorded: the cells' `config.yaml` have no `run:` section."))

@@ -26,7 +26,9 @@ def build_icarl(
 
     The protocol's backbone supplies both halves: ``model.features`` is the feature extractor
     and ``model.classifier`` the training-time head; the optimizer covers both. Needs an
-    NCScenario stream (``cil.streams.build_stream`` builds one).
+    NCScenario stream (``cil.streams.build_stream`` builds one). As in Avalanche, each class
+    mean averages the exemplars' features with those of their horizontal mirror images (the
+    paper's CIFAR augmentation), for every dataset.
     """
     if memory_size < 1:
         raise UserError(f"strategies.icarl.memory_size must be >= 1, got {memory_size}")
