@@ -230,6 +230,8 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
     }
     if device.type == "cuda":
         config["run"]["gpu"] = torch.cuda.get_device_name(device)
+    if hasattr(strategy, "final_model"):  # e.g. the VAR classifier, for `cil explain RUN_DIR`
+        strategy.final_model().save(cell / "model.pt")  # before metrics.json marks the cell done
     results.write_cell(out_dir, protocol=protocol.name, strategy=entry.name, seed=seed, accuracy_matrix=rows,
                        timings=timings, metrics=metrics, config=config, inference=inference)
     if can_ckpt:

@@ -145,6 +145,10 @@ def _classes():
         def var(self):
             return self.model.var
 
+        def final_model(self):
+            """The trained VARModel (the runner saves it as model.pt beside the results)."""
+            return self.var
+
         def make_optimizer(self, **kwargs):
             pass  # the dummy optimizer must not be handed the model's parameters
 
