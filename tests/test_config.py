@@ -78,3 +78,13 @@ def test_missing_or_malformed_protocol_file(tmp_path):
     bad.write_text("strategies: [naive\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_protocol(str(bad))
+
+
+def test_no_strategy_key_shadows_a_training_override():
+    """A strategy key named like a training setting (epochs, lr ...) could never be set."""
+    from cil.config import TRAINING_OVERRIDES
+    from cil.strategies import registry
+
+    for name in registry.available():
+        clash = set(registry.get(name).params) & set(TRAINING_OVERRIDES)
+        assert not clash, f"strategy {name} has keys {clash} that the protocol reads as training overrides"

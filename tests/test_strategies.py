@@ -24,7 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CLASSES = 6  # digits 0..5, three experiences of two classes
-TRAIN_PER_CLASS = 1000  # all of them (about 145 per class)
 
 # Strategies that other modules own and test themselves.
 OTHER_MODULES = {"cil.strategies.generative"}
@@ -50,12 +49,9 @@ def _own_strategies() -> list[str]:
 def small_digits() -> ImageDataset:
     """Digits 0..5 (train and test splits of those classes): three experiences of two classes."""
     ds = load_dataset("digits")
-    rng = np.random.RandomState(0)
-    train_idx = np.concatenate([rng.permutation(np.flatnonzero(ds.y_train == c))[:TRAIN_PER_CLASS]
-                                for c in range(N_CLASSES)])
-    test_idx = np.flatnonzero(ds.y_test < N_CLASSES)
-    return ImageDataset(name="digits6", x_train=ds.x_train[train_idx], y_train=ds.y_train[train_idx],
-                        x_test=ds.x_test[test_idx], y_test=ds.y_test[test_idx],
+    train, test = ds.y_train < N_CLASSES, ds.y_test < N_CLASSES
+    return ImageDataset(name="digits6", x_train=ds.x_train[train], y_train=ds.y_train[train],
+                        x_test=ds.x_test[test], y_test=ds.y_test[test],
                         class_names=ds.class_names[:N_CLASSES])
 
 
@@ -243,6 +239,26 @@ def test_broken_plugin_is_a_user_error(fresh_registry, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(UserError, match="broken"):
         fresh_registry.available()
+
+
+def test_plugin_cannot_replace_a_builtin(fresh_registry, tmp_path, monkeypatch):
+    (tmp_path / "cil_shadow_plugin.py").write_text(textwrap.dedent('''
+        from cil.strategies.registry import register
+
+        @register("naive")
+        def build_other_naive(ctx):
+            """Not the real naive."""
+    '''))
+    dist = tmp_path / "cil_shadow-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cil-shadow\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[cil.strategies]\nshadow = cil_shadow_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cil_shadow_plugin", raising=False)
+    builtin = fresh_registry._REGISTRY["naive"].builder  # get() would run discovery already
+    with pytest.raises(UserError, match="registered twice"):
+        fresh_registry.available()
+    assert fresh_registry._REGISTRY["naive"].builder is builtin
 
 
 def _doc_example_module() -> types.ModuleType:

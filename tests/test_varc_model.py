@@ -269,3 +269,23 @@ def test_28_pixel_images_map_to_a_7x7_latent() -> None:
 def test_bad_configs_are_rejected(bad: dict) -> None:
     with pytest.raises(ValueError):
         VARConfig(**bad)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_mixed_class_batch_matches_one_class_at_a_time(head: str) -> None:
+    """The per-sample adapter path (mixed batches, as in training) and the merged-weight path
+    (one class per batch, as in scoring) compute the same distributions."""
+    model = scramble(VARModel(digits_config(head), classes=[0, 1, 2]))
+    g = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(model.config.vocab_size, (6, p, p), generator=g) for p in model.patch_nums]
+    labels = torch.tensor([2, 0, NULL_CLASS, 1, 0, 2])
+    with torch.no_grad():
+        mixed_BL = model.token_log_probs(tokens, labels)
+        for i, c in enumerate(labels.tolist()):
+            one_L = model.token_log_probs([t[i : i + 1] for t in tokens], c)[0]
+            torch.testing.assert_close(mixed_BL[i], one_L, rtol=1e-5, atol=1e-5)
+        pairs_PL = model.pair_token_log_probs(tokens, torch.tensor([5, 0, 5, 3]), torch.tensor([1, 1, NULL_CLASS, 2]),
+                                              chunk_size=1)
+        torch.testing.assert_close(pairs_PL[0], model.token_log_probs([t[5:6] for t in tokens], 1)[0])
+        torch.testing.assert_close(pairs_PL[2], model.token_log_probs([t[5:6] for t in tokens], NULL_CLASS)[0])
+        torch.testing.assert_close(pairs_PL[3], model.token_log_probs([t[3:4] for t in tokens], 2)[0])

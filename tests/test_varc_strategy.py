@@ -14,7 +14,7 @@ from cil.strategies import registry
 from cil.strategies.registry import StrategyContext
 
 TINY_VAR = {"model": {"width": 32, "depth": 1, "num_heads": 2, "vocab_size": 16}, "tokenizer_epochs": 1,
-            "epochs": 1, "head_epochs": 1, "batch_size": 64}
+            "trunk_epochs": 1, "head_epochs": 1, "batch_size": 64}
 
 
 @pytest.fixture(scope="module")

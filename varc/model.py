@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -345,7 +346,11 @@ class VARModel(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "VARModel":
         """Rebuild a model saved by :meth:`save` (``weights_only=True``: no code is unpickled)."""
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        try:
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+            raise ValueError(f"{path} is not a VAR model checkpoint ({CHECKPOINT_FORMAT}), or it is damaged "
+                             f"({type(exc).__name__})") from exc
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a VAR model checkpoint ({CHECKPOINT_FORMAT})")
         config = VARConfig.from_dict(payload["config"])

@@ -181,7 +181,8 @@ class MultiScaleVQVAE(nn.Module):
         of that standard deviation to the encoder features before quantisation (likelihood smoothing)."""
         f = self.features(images)
         if noise_std > 0:
-            f = f + noise_std * torch.randn(f.shape, generator=generator, device=f.device, dtype=f.dtype)
+            dev = generator.device if generator is not None else f.device
+            f = f + noise_std * torch.randn(f.shape, generator=generator, device=dev, dtype=f.dtype).to(f.device)
         return self.quantize(f).tokens
 
     # --- tokens -> f_hat, images, teacher-forcing inputs ----------------------------------------

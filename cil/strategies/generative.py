@@ -186,7 +186,7 @@ def _classes():
             tokens = vt.encode_dataset(var, images)
             if first or s["trunk"] == "finetune":
                 params = var.transformer_parameters()
-                epochs, lr, drop, phase = s["epochs"], s["lr"], None, "trunk+heads"
+                epochs, lr, drop, phase = s["trunk_epochs"], s["trunk_lr"], None, "trunk+heads"
             else:
                 params = var.class_parameters(new)
                 epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
@@ -271,8 +271,8 @@ def build_varc(
     tokenizer_data: str | None = None,  # dataset whose training images train the tokenizer; None = exp 1
     tokenizer_epochs: int = 3,
     tokenizer_lr: float = 2e-3,
-    epochs: int = 4,  # trunk + first heads, first experience
-    lr: float = 2e-3,
+    trunk_epochs: int = 4,  # trunk + first heads, first experience
+    trunk_lr: float = 2e-3,
     head_epochs: int = 4,  # new heads, later experiences
     head_lr: float = 5e-3,
     batch_size: int = 64,

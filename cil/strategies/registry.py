@@ -4,9 +4,12 @@ A strategy is one function, in one file of this package (or in a plugin package 
 through the ``cil.strategies`` entry-point group), decorated with :func:`register`:
 
     @register("ewc", help="Elastic Weight Consolidation (Kirkpatrick et al. 2017)")
-    def build_ewc(ctx: StrategyContext, *, ewc_lambda: float = 1.0) -> SupervisedTemplate:
+    def build_ewc(ctx: StrategyContext, *, ewc_lambda: float = 1.0) -> "SupervisedTemplate":
         from avalanche.training import EWC
         return EWC(**ctx.template_kwargs(ctx.make_model()), ewc_lambda=ewc_lambda)
+
+(the return hint is resolved at registration: import the name under ``TYPE_CHECKING`` and
+bind it to ``Any`` otherwise, as the built-in strategy files do.)
 
 The keyword-only parameters, with their type hints and defaults, are the strategy's YAML
 keys: unknown keys and values of the wrong type are errors (see :func:`validate_params`).

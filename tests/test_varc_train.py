@@ -1,0 +1,153 @@
+"""Training utilities of the VAR model on real data (sklearn's 8x8 digits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from varc.config import VARConfig
+from varc.heads import NULL_CLASS
+from varc.model import VARModel
+from varc.train import (as_image_tensor, encode_dataset, evaluate_accuracy, predict, reconstruction_error,
+                        train_tokenizer, train_transformer)
+from varc.viz import make_grid, sample_grid, write_png
+
+
+def small_config(**kw) -> VARConfig:
+    base = dict(in_channels=1, image_size=8, downsample=1, tok_channels=8, latent_dim=8, vocab_size=32,
+                patch_nums=(1, 2, 3, 4), width=32, depth=2, num_heads=2, head="lora:2")
+    return VARConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x = as_image_tensor((d.images * 16).clip(0, 255).astype(np.uint8))
+    y = torch.as_tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[perm[:1300]], y[perm[:1300]], x[perm[1300:]], y[perm[1300:]]
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A tokenizer + transformer trained jointly on all ten digits (a few seconds)."""
+    x, y, _, _ = digits
+    model = VARModel(small_config(), classes=range(10))
+    untrained_error = reconstruction_error(model, x[:200])
+    tok_hist = train_tokenizer(model, x, epochs=3, batch_size=32)
+    model.freeze_tokenizer()
+    tokens = encode_dataset(model, x)
+    tr_hist = train_transformer(model, labels=y, tokens=tokens, epochs=3, batch_size=32, lr=3e-3)
+    return model, untrained_error, tok_hist, tr_hist, tokens
+
+
+def test_tokenizer_training_reconstructs_and_restarts_dead_codes(trained, digits) -> None:
+    model, untrained_error, hist, _, _ = trained
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
+    assert {"recon_mse", "vq_loss", "code_usage", "perplexity", "restarts", "seconds"} <= set(hist[0])
+    assert hist[-1]["recon_mse"] < hist[0]["recon_mse"]
+    assert reconstruction_error(model, digits[2]) < untrained_error / 4
+    # the codebook starts near zero, so most codes are dead at first and get restarted
+    assert hist[0]["restarts"] > 0
+    assert hist[-1]["code_usage"] > 0.5
+
+
+def test_transformer_training_lowers_nll_and_classifies(trained, digits) -> None:
+    model, _, _, hist, tokens = trained
+    losses = [r["loss"] for r in hist]
+    assert losses[-1] < losses[0]
+    assert hist[0]["nll_per_image"] == pytest.approx(hist[0]["loss"] * model.seq_len)
+    # a generative classifier far above chance (0.1) on held-out digits
+    _, _, xt, yt = digits
+    r = evaluate_accuracy(model, xt, yt, batch_size=100)
+    assert r["n"] == len(yt) and r["images_per_s"] > 0
+    assert r["accuracy"] > 0.6
+    # predict returns the scores it took the argmax of, in the order of the classes asked for
+    pred, scores = predict(model, xt[:20], classes=[7, 3, 1])
+    assert scores.shape == (20, 3)
+    assert torch.equal(pred, torch.tensor([7, 3, 1])[scores.argmax(1)])
+    # training data are more likely under their own class than under the null class on average
+    with torch.no_grad():
+        own = model.class_log_likelihoods([t[:200] for t in tokens], list(range(10)))
+    y = digits[1][:200]
+    assert own[torch.arange(200), y].mean() > own.mean()
+
+
+def test_transformer_training_is_deterministic_given_the_seed(digits) -> None:
+    x, y, _, _ = digits
+    base = VARModel(small_config(head="embedding", width=16, depth=1), classes=range(10))
+    tokens = encode_dataset(base, x[:128])
+    states = []
+    for seed in (5, 5, 6):
+        model = VARModel(small_config(head="embedding", width=16, depth=1), classes=range(10))
+        train_transformer(model, labels=y[:128], tokens=tokens, epochs=1, batch_size=32, seed=seed)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_custom_loss_sees_label_dropout_and_progress_is_called(digits) -> None:
+    x, y, _, _ = digits
+    model = VARModel(small_config(head="embedding", width=16, depth=1), classes=range(10))
+    seen: list[torch.Tensor] = []
+    records: list[dict] = []
+
+    def loss_fn(m: VARModel, tokens: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        seen.append(labels.clone())
+        return -m.token_log_probs(tokens, labels).sum(1).mean()
+
+    train_transformer(model, x[:256], y[:256], epochs=2, batch_size=64, label_drop=0.5, loss_fn=loss_fn,
+                      progress=records.append)
+    labels = torch.cat(seen)
+    assert len(labels) == 512 and [r["epoch"] for r in records] == [1, 2]
+    frac_null = (labels == NULL_CLASS).float().mean().item()
+    assert 0.3 < frac_null < 0.7
+    seen.clear()
+    train_transformer(model, x[:64], y[:64], epochs=1, batch_size=64, label_drop=0.0, loss_fn=loss_fn)
+    assert torch.equal(seen[0].sort().values, y[:64].sort().values)
+
+
+def test_training_a_class_without_parameters_is_an_error(digits) -> None:
+    x, y, _, _ = digits
+    model = VARModel(small_config(), classes=[0, 1])
+    with pytest.raises(ValueError, match="add_classes"):
+        train_transformer(model, x[:10], y[:10], epochs=1)
+
+
+def test_image_conversion_shapes() -> None:
+    grey = np.zeros((3, 8, 8), np.uint8)
+    grey[0, 1, 2] = 255
+    t = as_image_tensor(grey)
+    assert t.shape == (3, 1, 8, 8) and t.dtype == torch.float32 and t[0, 0, 1, 2] == 1.0
+    colour = np.zeros((2, 8, 8, 3), np.uint8)
+    colour[1, 2, 3, 1] = 51
+    t = as_image_tensor(colour)
+    assert t.shape == (2, 3, 8, 8) and t[1, 1, 2, 3] == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        as_image_tensor(np.zeros((2, 8), np.uint8))
+
+
+def test_png_grid_round_trip(tmp_path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 1, 5, 4, generator=g)
+    pixels = make_grid(images, nrow=3, padding=1)
+    assert pixels.shape == (2 * 6 + 1, 3 * 5 + 1, 1)
+    path = tmp_path / "grid.png"
+    write_png(path, pixels, scale=2)
+    back = np.asarray(Image.open(path))
+    assert back.shape == (2 * 13, 2 * 16)
+    assert np.array_equal(back[::2, ::2], pixels[:, :, 0])
+    rgb = (np.arange(2 * 3 * 3) % 256).astype(np.uint8).reshape(2, 3, 3)
+    write_png(tmp_path / "rgb.png", rgb)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "rgb.png")), rgb)
+
+
+def test_sample_grid_has_one_row_per_class(trained, tmp_path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    model = trained[0]
+    images = sample_grid(model, tmp_path / "s.png", classes=[1, 7], per_class=3, scale=1, seed=1)
+    assert images.shape == (6, 1, 8, 8)
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape == (2 * 10 + 2, 3 * 10 + 2)
