@@ -115,6 +115,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,6 +141,7 @@ def _save_figure(fig, path: Path, dpi: int = 110) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -408,8 +410,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             elif m == "var_gradient":
                 maps[m] = ve.var_gradient_saliency(model, xb, target, classes)
             seconds[m] += time.perf_counter() - t0
-        canvases = {"insertion": ve.gaussian_blur(xb, sigma) if args.insertion_canvas == "blur" else torch.zeros_like(xb),
-                    "deletion": ve.gaussian_blur(xb, sigma) if args.deletion_fill == "blur" else torch.zeros_like(xb)}
+        blurred, blank = ve.gaussian_blur(xb, sigma), torch.zeros_like(xb)
+        canvases = {"insertion": blurred if args.insertion_canvas == "blur" else blank,
+                    "deletion": blurred if args.deletion_fill == "blur" else blank}
         ends = {(jname, kind): ve.curve_ends(ve.probability_fn(jfn), xb, target, kind=kind, canvas=canvases[kind])
                 for jname, jfn in judges.items() for kind in ("insertion", "deletion")}
         rows = {}
@@ -427,8 +430,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         for b in range(len(xb)):
             for m in methods:
                 for jname in judges:
-                    per_image.append({"image": int(idx[s + b]), "label": int(yb[b]), "predicted": classes[int(target[b])],
-                                      "method": m, "judge": jname,
+                    per_image.append({"image": int(idx[s + b]), "label": int(yb[b]),
+                                      "predicted": classes[int(target[b])], "method": m, "judge": jname,
                                       "insertion_auc": round(float(rows[(m, jname, "insertion")][b]), 6),
                                       "deletion_auc": round(float(rows[(m, jname, "deletion")][b]), 6)})
         done = min(n, s + args.batch_size)

@@ -54,3 +54,12 @@ def test_bad_input_is_a_user_error(tmp_path) -> None:
     not_a_model.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot load"):
         run(["varc", "sample", str(not_a_model), "--out", str(tmp_path / "s.png")])
+
+
+def test_importing_varc_and_its_cli_module_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, varc, varc.config, cil.cli_varc; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -289,3 +289,13 @@ def test_mixed_class_batch_matches_one_class_at_a_time(head: str) -> None:
         torch.testing.assert_close(pairs_PL[0], model.token_log_probs([t[5:6] for t in tokens], 1)[0])
         torch.testing.assert_close(pairs_PL[2], model.token_log_probs([t[5:6] for t in tokens], NULL_CLASS)[0])
         torch.testing.assert_close(pairs_PL[3], model.token_log_probs([t[3:4] for t in tokens], 2)[0])
+
+
+@pytest.mark.parametrize("shape,side", [((1, 8, 8), 4), ((1, 28, 28), 7), ((3, 32, 32), 8), ((1, 20, 20), 5)])
+def test_presets_fit_their_image_shapes(shape: tuple[int, int, int], side: int) -> None:
+    from varc.config import preset_for_shape
+
+    cfg = preset_for_shape(shape)
+    assert (cfg.in_channels, cfg.image_size) == shape[:2]
+    assert cfg.latent_side == side and cfg.patch_nums[-1] == side and cfg.patch_nums[0] == 1
+    assert VARConfig.from_dict(cfg.to_dict()) == cfg

@@ -132,7 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                    vocab_size=64, patch_nums=(1, 2, 3, 4), width=64, depth=2, num_heads=4),
     # MNIST 28x28 (handled directly, no padding): 7x7 latent map, L = 88
     "mnist": dict(in_channels=1, image_size=28, downsample=2, tok_channels=16, latent_dim=16,
-                  vocab_size=256, patch_nums=(1, 2, 3, 5, 7), width=64, depth=2, num_heads=4),
+                  vocab_size=256, patch_nums=(1, 2, 3, 5, 7), width=128, depth=2, num_heads=4),
     # 32x32 colour (CIFAR): 8x8 latent map, L = 130
     "cifar": dict(in_channels=3, image_size=32, downsample=2, tok_channels=32, latent_dim=32,
                   vocab_size=512, patch_nums=(1, 2, 3, 4, 6, 8), width=128, depth=4, num_heads=4),

@@ -111,7 +111,8 @@ def bayes_marginal(lp_BCL: Tensor, scale_ends: Sequence[int], log_prior_C: Tenso
 def contrast(lp_BCL: Tensor, a_B: Tensor, b_B: Tensor) -> Tensor:
     """log p(r_t | r_<k, a) - log p(r_t | r_<k, b) per image, classes given as indices into C: [B, L]."""
     rows = torch.arange(lp_BCL.shape[0], device=lp_BCL.device)
-    return lp_BCL[rows, torch.as_tensor(a_B, device=lp_BCL.device)] - lp_BCL[rows, torch.as_tensor(b_B, device=lp_BCL.device)]
+    a_B, b_B = torch.as_tensor(a_B, device=lp_BCL.device), torch.as_tensor(b_B, device=lp_BCL.device)
+    return lp_BCL[rows, a_B] - lp_BCL[rows, b_B]
 
 
 @dataclass
@@ -389,7 +390,10 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
 
 
 def pixel_ranks(saliency_BHW: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-    """Rank of every pixel, 0 = most salient: [B, H*W]. Ties keep reading order, or a random order with ``generator``."""
+    """Rank of every pixel, 0 = most salient: [B, H*W].
+
+    Ties keep reading order, or take a random order drawn from ``generator``.
+    """
     s_BP = saliency_BHW.flatten(1).double().cpu()
     B, P = s_BP.shape
     if generator is not None:
