@@ -151,3 +151,14 @@ def test_sample_grid_has_one_row_per_class(trained, tmp_path) -> None:
     images = sample_grid(model, tmp_path / "s.png", classes=[1, 7], per_class=3, scale=1, seed=1)
     assert images.shape == (6, 1, 8, 8)
     assert np.asarray(Image.open(tmp_path / "s.png")).shape == (2 * 10 + 2, 3 * 10 + 2)
+
+
+def test_default_parameters_respect_frozen_trunk(digits) -> None:
+    x, y, _, _ = digits
+    model = VARModel(small_config(head="lora:2", width=16, depth=1), classes=range(10))
+    model.freeze_trunk()
+    trunk_before = [p.clone() for p in model.trunk_parameters()]
+    head_before = [p.clone() for p in model.class_parameters([y[0].item()])]
+    train_transformer(model, x[:64], y[:64], epochs=1, batch_size=32)
+    assert all(torch.equal(a, b) for a, b in zip(trunk_before, model.trunk_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(head_before, model.class_parameters([y[0].item()])))

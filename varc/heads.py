@@ -79,8 +79,8 @@ class ClassHeads(nn.Module):
         """Create heads for classes not seen before; returns the ids that were new.
 
         ``init="random"`` draws a fresh embedding; ``init="null"`` starts the class as an exact copy
-        of the null class's head (the unconditional model), often a better start for a class
-        added to a frozen trunk.
+        of the null class's head (the unconditional model of what the trunk has seen), so a class
+        added to a frozen trunk starts from p(x) rather than from noise.
         """
         if init not in ("random", "null"):
             raise ValueError(f"init {init!r}: use 'random' or 'null'")

@@ -211,8 +211,9 @@ def train_transformer(
 ) -> list[dict]:
     """Train the transformer (trunk and/or heads) on (images, labels) by teacher forcing.
 
-    ``params``: exactly the parameters to update (default: trunk + all heads, null included);
-    every other parameter is left untouched. Weight decay applies to matrices only.
+    ``params``: exactly the parameters to update (default: those of the trunk and of every
+    head, null included, that require grad, so ``model.freeze_trunk()`` is respected); every
+    other parameter is left untouched. Weight decay applies to matrices only.
     ``label_drop``: probability that a label becomes the null class (default: the config's);
     dropped labels train the null head. ``tokens`` (from :func:`encode_dataset`) skips
     tokenising. ``loss_fn(model, tokens, labels)`` replaces the NLL (e.g. for CCA fine-tuning).
@@ -231,7 +232,9 @@ def train_transformer(
     missing = sorted(set(labels.unique().tolist()) - set(model.classes))
     if missing:
         raise ValueError(f"classes {missing} have no parameters; call model.add_classes({missing}) first")
-    params = list(model.transformer_parameters() if params is None else params)
+    if params is None:
+        params = [p for p in model.transformer_parameters() if p.requires_grad]
+    params = list(params)
     if not params:
         raise ValueError("no parameters to train")
     p_drop = model.config.label_drop if label_drop is None else label_drop
