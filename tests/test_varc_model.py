@@ -4,6 +4,7 @@ per-class isolation and checkpoint round trips."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -210,6 +211,9 @@ def test_save_load_round_trip_gives_identical_likelihoods(head: str, tmp_path, d
     payload = torch.load(path, weights_only=True)
     assert set(payload) >= {"config", "classes", "state_dict"}
     assert not list(tmp_path.glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temporary file
 
 
 def test_load_rejects_other_files(tmp_path) -> None:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from varc.atomic import atomic_write
 from varc.config import VARConfig
 from varc.heads import NULL_CLASS, ClassHeads
 from varc.tokenizer import MultiScaleVQVAE
@@ -332,16 +332,7 @@ class VARModel(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "extra": extra or {},
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: torch.save(payload, f))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "VARModel":
