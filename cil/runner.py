@@ -292,6 +292,8 @@ def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False,
     from cil.streams import build_stream
 
     torch.set_num_threads(protocol.threads)
+    # Avalanche 0.6 warns about its own internal deprecations on every experience; not actionable here
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"avalanche(\.|$)")
     resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
     dataset = load_dataset(protocol.dataset, root=protocol.data_root)
     s = protocol.stream
