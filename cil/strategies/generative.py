@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
