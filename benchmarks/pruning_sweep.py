@@ -6,11 +6,17 @@ Scores a fixed random subset of the test set with plain VARC and with each sched
 same process, and prints accuracy, images per second and token-forwards per image, so a
 schedule for A-VARC+ can be chosen from measurements rather than guesses. It measures and
 prints; it asserts nothing.
+
+``--search D`` first runs one full pass, keeps every candidate's log-likelihood after each scale
+(exact prefixes, so every schedule's decisions can be replayed from them) and lists the
+schedules of up to three pruning stages with the fewest token-forwards among those that lose at
+most D points of accuracy on these images; time the promising ones with ``--schedules``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import torch
@@ -20,7 +26,7 @@ from varc.classifier import ScoringConfig, parse_schedule, score
 from varc.model import VARModel
 from varc.train import as_image_tensor
 
-DEFAULT_SCHEDULES = ["2:3", "2:2", "3:3", "3:2", "2:4,3:2", "2:5,3:3", "4:2"]
+DEFAULT_SCHEDULES = ["3:3", "4:3", "3:5,4:3", "3:6,4:3", "3:6,4:2", "2:9,3:6,4:3"]
 
 
 def main() -> None:
@@ -32,6 +38,8 @@ def main() -> None:
     ap.add_argument("--schedules", nargs="*", default=DEFAULT_SCHEDULES,
                     help="each 'm:k[,m:k...]' = keep k classes after m scales, then all scales")
     ap.add_argument("--smooth", nargs="*", default=["2:0.05", "4:0.05", "4:0.1"], help="S:sigma settings")
+    ap.add_argument("--search", type=float, default=None, metavar="D",
+                    help="list the cheapest schedules that lose at most D accuracy points (replayed from one full pass)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -41,6 +49,8 @@ def main() -> None:
     images = as_image_tensor(ds.x_test)[keep]
     labels = torch.as_tensor(ds.y_test)[keep]
     classes = model.classes
+    if args.search is not None:
+        search(model, images, labels, args.batch, args.search)
     settings = [ScoringConfig()]
     for text in args.schedules:
         stages = [[int(a) for a in part.split(":")] for part in text.split(",")]
@@ -64,6 +74,44 @@ def main() -> None:
         base_ips = base_ips or ips
         print(f"{cfg.name:<34} {correct / len(labels):>9.4f} {ips:>9.1f} {ips / base_ips:>8.2f}x "
               f"{forwards / len(labels):>14.1f}", flush=True)
+
+
+def replay(cum_BCK: torch.Tensor, target_B: torch.Tensor, ends: list[int], stages: list[tuple[int, int]]
+           ) -> tuple[float, float]:
+    """Accuracy and token-forwards per image of a schedule, from prefix log-likelihoods [B, C, K]."""
+    B, C, K = cum_BCK.shape
+    alive = torch.ones(B, C, dtype=torch.bool)
+    cost, done, m = 0, 0, K
+    for m, keep in stages + [(K, 1)]:
+        if m == K or keep < int(alive.sum(1).max()):
+            cost += int(alive.sum()) * (ends[m - 1] - done)
+            done = ends[m - 1]
+            s_BC = cum_BCK[..., m - 1].masked_fill(~alive, float("-inf"))
+            alive &= torch.zeros_like(alive).scatter_(1, s_BC.topk(min(keep, C), 1).indices, True)
+        if int(alive.sum(1).max()) == 1:
+            break
+    s_BC = cum_BCK[..., m - 1].masked_fill(~alive, float("-inf"))
+    return (s_BC.argmax(1) == target_B).float().mean().item(), cost / B
+
+
+@torch.no_grad()
+def search(model: VARModel, images: torch.Tensor, labels: torch.Tensor, batch: int, max_drop: float) -> None:
+    classes, K = model.classes, model.num_scales
+    lp_BCL = torch.cat([model.class_token_log_probs(images[s:s + batch], classes) for s in range(0, len(labels), batch)])
+    cum_BCK = torch.stack([lp_BCL[..., :e].sum(-1) for e in model.scale_ends], -1)
+    target_B = torch.searchsorted(torch.tensor(classes), labels)
+    full_acc, full_cost = replay(cum_BCK, target_B, model.scale_ends, [])
+    found = []
+    for n in (1, 2, 3):
+        for ms in itertools.combinations(range(1, K), n):
+            for ks in itertools.combinations(range(len(classes) - 1, 0, -1), n):  # strictly fewer each stage
+                acc, cost = replay(cum_BCK, target_B, model.scale_ends, list(zip(ms, ks)))
+                if acc >= full_acc - max_drop / 100:
+                    found.append((cost, acc, ",".join(f"{m}:{k}" for m, k in zip(ms, ks))))
+    print(f"search: plain VARC {full_acc:.4f} at {full_cost:.0f} token-forwards/image; schedules within "
+          f"{max_drop:g} points, cheapest first:")
+    for cost, acc, text in sorted(found)[:10]:
+        print(f"  {text:<20} accuracy {acc:.4f}  token-forwards/image {cost:6.1f}  ({full_cost / cost:.2f}x fewer)")
 
 
 if __name__ == "__main__":

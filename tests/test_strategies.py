@@ -172,6 +172,7 @@ def test_registry_rejects_unknown_keys_and_wrong_types():
     ("ewc", {"mode": "online"}),  # online EWC needs a decay factor
     ("ewc", {"decay_factor": 0.5}),  # ... and separate EWC has none
     ("replay", {"mem_size": 0}),
+    ("replay", {"batch_size_mem": 0}),
     ("gdumb", {"mem_size": -1}),
     ("icarl", {"memory_size": 0}),
     ("agem", {"sample_size": 0}),
@@ -181,6 +182,18 @@ def test_registry_rejects_unknown_keys_and_wrong_types():
 def test_builders_reject_meaningless_values(name, params, small_digits):
     with pytest.raises(UserError, match=name):
         registry.build(name, _context(small_digits), params)
+
+
+def test_replay_takes_the_number_of_buffer_samples_per_step(small_digits):
+    from avalanche.training.plugins import ReplayPlugin
+
+    _seed(0)
+    strategy = registry.build("replay", _context(small_digits), {"mem_size": 30, "batch_size_mem": 8})
+    (plugin,) = [p for p in strategy.plugins if isinstance(p, ReplayPlugin)]
+    assert plugin.batch_size_mem == 8 and plugin.mem_size == 30
+    assert len(_train_eval(strategy, _stream(small_digits))) == 3
+    default = registry.build("replay", _context(small_digits), {"mem_size": 30})
+    assert [p.batch_size_mem for p in default.plugins if isinstance(p, ReplayPlugin)] == [None]
 
 
 def test_lwf_alpha_schedule_outlasts_its_list(small_digits):

@@ -103,7 +103,7 @@ def test_prefix_log_likelihood_is_the_sum_of_its_token_log_probs(head: str, digi
     model = scramble(VARModel(digits_config(head), classes=range(10)))
     x, y = digits_images[:16], digits_labels[:16]
     seen_lengths: list[int] = []
-    hook = model.trunk.blocks[0].register_forward_hook(lambda m, args, out: seen_lengths.append(out.shape[1]))
+    hook = model.trunk.blocks[0].register_forward_hook(lambda m, args, out: seen_lengths.append(out[0].shape[1]))
     with torch.no_grad():
         full_BL = model.token_log_probs(model.encode(x), y)
         for m in range(1, model.num_scales + 1):
@@ -293,6 +293,36 @@ def test_mixed_class_batch_matches_one_class_at_a_time(head: str) -> None:
         torch.testing.assert_close(pairs_PL[0], model.token_log_probs([t[5:6] for t in tokens], 1)[0])
         torch.testing.assert_close(pairs_PL[2], model.token_log_probs([t[5:6] for t in tokens], NULL_CLASS)[0])
         torch.testing.assert_close(pairs_PL[3], model.token_log_probs([t[3:4] for t in tokens], 2)[0])
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_continuing_from_a_cached_prefix_matches_the_full_pass(head: str) -> None:
+    """Scoring the first m scales with ``keep_kv`` and continuing a subset of the pairs from that
+    cache gives the per-token log-probs of one full pass, and runs only the new positions."""
+    model = scramble(VARModel(digits_config(head), classes=[0, 1, 2]))
+    g = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(model.config.vocab_size, (5, p, p), generator=g) for p in model.patch_nums]
+    image_P, labels_P = torch.tensor([0, 1, 2, 3, 4, 0, 2, 4]), torch.tensor([0, 0, 1, 1, 2, 2, NULL_CLASS, 1])
+    seen_lengths: list[int] = []
+    hook = model.trunk.blocks[0].register_forward_hook(lambda m, args, out: seen_lengths.append(out[0].shape[1]))
+    with torch.no_grad():
+        full_PL = model.pair_token_log_probs(tokens, image_P, labels_P, chunk_size=3)
+        l2, l3 = model.prefix_len(2), model.prefix_len(3)
+        pre_Pl, cache = model.pair_token_log_probs(tokens, image_P, labels_P, num_scales=2, chunk_size=3, keep_kv=True)
+        assert cache.length == l2 and len(cache) == len(image_P)
+        keep = torch.tensor([6, 1, 4, 5])  # survivors, in any order
+        mid_Pl, cache3 = model.pair_token_log_probs(tokens, image_P[keep], labels_P[keep], num_scales=3,
+                                                    past=cache.select(keep), keep_kv=True)
+        seen_lengths.clear()
+        rest_Pl = model.pair_token_log_probs(tokens, image_P[keep[:2]], labels_P[keep[:2]],
+                                             past=cache3.select(torch.tensor([0, 1])))
+    hook.remove()
+    assert set(seen_lengths) == {model.seq_len - l3}  # only the positions not cached yet ran
+    torch.testing.assert_close(pre_Pl, full_PL[:, :l2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mid_Pl, full_PL[keep, l2:l3], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rest_Pl, full_PL[keep[:2], l3:], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cache holds"):
+        model.pair_token_log_probs(tokens, image_P[:2], labels_P[:2], past=cache)
 
 
 @pytest.mark.parametrize("shape,side", [((1, 8, 8), 4), ((1, 28, 28), 7), ((3, 32, 32), 8), ((1, 20, 20), 5)])

@@ -80,15 +80,20 @@ def test_finetune_trunk_moves_old_classes(digits_stream):
     assert not torch.equal(w, strategy.model.var.trunk_parameters()[0])
 
 
-def test_pruning_that_keeps_every_class_and_smoothing_with_one_sample_equal_varc(digits_stream):
-    from varc.classifier import ScoringConfig, score
-
+@pytest.fixture(scope="module")
+def scored_var(digits_stream):
+    """A tiny VARC trained on two experiences (classes 0-3), 64 test images, its classes."""
     ds, stream = digits_stream
     strategy = make_strategy(ds)
     for exp in stream.benchmark.train_stream[:2]:
         strategy.train(exp)
-    var, classes = strategy.model.var, [0, 1, 2, 3]
-    images = torch.as_tensor(ds.x_test[:64]).float().div(255)[:, None]
+    return strategy.model.var, torch.as_tensor(ds.x_test[:64]).float().div(255)[:, None], [0, 1, 2, 3]
+
+
+def test_pruning_that_keeps_every_class_and_smoothing_with_one_sample_equal_varc(scored_var):
+    from varc.classifier import ScoringConfig, score
+
+    var, images, classes = scored_var
     plain = score(var, images, classes, ScoringConfig()).scores_BC
     keep_all = score(var, images, classes, ScoringConfig(prune=((2, 4), (None, 1)))).scores_BC
     one_sample = score(var, images, classes, ScoringConfig(smooth_samples=1, smooth_std=0.5)).scores_BC
@@ -100,6 +105,26 @@ def test_pruning_that_keeps_every_class_and_smoothing_with_one_sample_equal_varc
     smoothed = score(var, images, classes, ScoringConfig(smooth_samples=3, smooth_std=0.5),
                      generator=torch.Generator().manual_seed(0)).scores_BC
     assert not torch.equal(plain, smoothed)
+
+
+def test_pruned_survivors_continue_from_the_cache_at_the_cost_of_their_remaining_scales(scored_var):
+    from varc.classifier import ScoringConfig, score
+
+    var, images, classes = scored_var
+    B, C, L, l1, l2 = 64, 4, var.seq_len, var.prefix_len(1), var.prefix_len(2)
+    plain = score(var, images, classes).scores_BC
+    two = score(var, images, classes, ScoringConfig(prune=((1, 3), (2, 2), (None, 1))))
+    # survivors carry their whole log-likelihood, built from cached prefixes
+    alive = torch.isfinite(two.scores_BC)
+    assert (alive.sum(1) == 2).all()
+    torch.testing.assert_close(two.scores_BC[alive], plain[alive], rtol=1e-5, atol=1e-4)
+    # each scale is paid for once per candidate still alive there
+    assert two.stage_candidates == [B * C, B * 3, B * 2]
+    assert two.token_forwards == B * (C * l1 + 3 * (l2 - l1) + 2 * (L - l2))
+    # one candidate left after the first stage: decided there, nothing more is scored
+    early = score(var, images, classes, ScoringConfig(prune=((2, 1), (None, 1))))
+    assert early.token_forwards == B * C * l2 and early.stage_candidates == [B * C]
+    assert torch.isfinite(early.scores_BC).sum(1).eq(1).all()
 
 
 def test_resume_after_interruption_gives_the_same_results(tmp_path, monkeypatch):

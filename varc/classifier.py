@@ -8,14 +8,16 @@ contrastive fine-tuning, changes the model and lives in ``varc.cca``):
 - **partial-scale candidate pruning**: a schedule of stages ``((m_1, k_1), ..., (None, 1))``.
   Stage s scores each image's surviving candidates on the first m_s scales (an exact prefix
   of the likelihood, thanks to the block-causal mask) and keeps the k_s best; the last stage
-  uses every scale. Tokenisations and teacher-forcing inputs are computed once per image and
-  reused by every stage.
+  uses every scale. Each stage continues its survivors from the keys and values cached by the
+  stage before, so a candidate pays only for the scales it has not been scored on yet; once an
+  image has a single candidate left it is decided and costs nothing more.
 - **likelihood smoothing**: average log p(x | y) over S tokenisations of the image, the clean
   one and S-1 with Gaussian noise of std sigma added to the encoder features before
   quantisation.
 
 Cost is counted in *token-forwards*: transformer positions processed, summed over the
-(image, class, tokenisation) triples scored. Plain VARC costs C * L per image.
+(image, class, tokenisation) triples scored. Plain VARC costs C * L per image; a schedule
+((m_1, k_1), (None, 1)) costs C * l_{m_1} + k_1 * (L - l_{m_1}).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor
 
 from varc.model import VARModel
+from varc.transformer import KVCache
 
 Stage = tuple[int | None, int]  # (number of scales, or None for all; candidates kept)
 
@@ -89,7 +92,9 @@ class ScoringConfig:
 
 @dataclass
 class Scores:
-    """Scores [B, C] (-inf for candidates pruned before the last stage) and their cost."""
+    """Scores [B, C] and their cost: log p(x | y) + log p(y) over the scales a candidate was scored
+    on (all of them, unless an image was decided early with one candidate left), -inf for
+    candidates pruned on the way."""
 
     scores_BC: Tensor
     token_forwards: int
@@ -128,20 +133,36 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
         toks.append(model.encode(images, noise_std=config.smooth_std, generator=generator))
 
     alive_BC = torch.ones(B, C, dtype=torch.bool, device=device)
-    scores_BC = torch.full((B, C), float("-inf"), device=device)
-    forwards, per_stage = 0, []
-    for m, keep in stages:
+    ll_BC = torch.zeros(B, C, device=device)  # log-likelihood of the scales scored so far
+    row_BC = torch.full((B, C), -1, dtype=torch.long, device=device)  # pair's row in the caches
+    caches: list[KVCache | None] = [None] * len(toks)
+    done_l, forwards, per_stage = 0, 0, []
+    for s, (m, keep) in enumerate(stages):
+        n_alive = int(alive_BC.sum(1).max())
+        if s > 0 and n_alive <= 1:
+            break  # every image has one candidate left: the prediction is made
+        last = s == len(stages) - 1
+        if not last and keep >= n_alive:
+            continue  # a stage that would prune nothing is skipped (its scales are scored later)
         b_P, c_P = alive_BC.nonzero(as_tuple=True)
+        rows_P = row_BC[b_P, c_P]
         ll_P = torch.zeros(len(b_P), device=device)
-        for t in toks:
-            ll_P += model.pair_token_log_probs(t, b_P, labels_C[c_P], num_scales=m,
-                                               chunk_size=config.chunk_size).sum(1)
-        ll_P /= len(toks)
-        forwards += len(b_P) * model.prefix_len(m) * len(toks)
+        for i, t in enumerate(toks):
+            past = caches[i].select(rows_P) if caches[i] is not None else None
+            out = model.pair_token_log_probs(t, b_P, labels_C[c_P], num_scales=m, chunk_size=config.chunk_size,
+                                             past=past, keep_kv=not last)
+            lp_Pl, caches[i] = out if not last else (out, None)
+            ll_P += lp_Pl.sum(1)
+        l = model.prefix_len(m)
+        forwards += len(b_P) * (l - done_l) * len(toks)
         per_stage.append(len(b_P))
+        done_l = l
+        ll_BC[b_P, c_P] += ll_P / len(toks)
+        row_BC[b_P, c_P] = torch.arange(len(b_P), device=device)
         scores_BC = torch.full((B, C), float("-inf"), device=device)
-        scores_BC[b_P, c_P] = ll_P + prior_C[c_P]
-        if m is not None and keep < C:
+        scores_BC[b_P, c_P] = ll_BC[b_P, c_P] + prior_C[c_P]
+        if not last:
             top_Bk = scores_BC.topk(min(keep, C), dim=1).indices
             alive_BC = torch.zeros_like(alive_BC).scatter_(1, top_Bk, True) & alive_BC
+            scores_BC = scores_BC.masked_fill(~alive_BC, float("-inf"))
     return Scores(scores_BC=scores_BC, token_forwards=forwards, stage_candidates=per_stage)

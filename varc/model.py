@@ -31,7 +31,7 @@ from varc.atomic import atomic_write
 from varc.config import VARConfig
 from varc.heads import NULL_CLASS, ClassHeads
 from varc.tokenizer import MultiScaleVQVAE
-from varc.transformer import Trunk
+from varc.transformer import KVCache, Trunk
 
 Tokens = Union[Sequence[Tensor], Tensor]  # list of [B, pn, pn] maps, or the flat [B, L] sequence
 Labels = Union[Tensor, Sequence[int], int]
@@ -185,28 +185,38 @@ class VARModel(nn.Module):
             return torch.autocast(device_type=dev, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward_logits(self, x_BlC: Tensor, labels_B: Tensor) -> Tensor:
+    def forward_logits(self, x_BlC: Tensor, labels_B: Tensor, *, past: KVCache | None = None,
+                       keep_kv: bool = False) -> Tensor | tuple[Tensor, KVCache]:
         """Logits [B, l, V] (fp32) from teacher-forcing inputs [B, l-1, Cv] and labels [B].
 
         A batch of one class runs with that class's weight deltas merged into the trunk's weights;
         a mixed batch uses per-sample LoRA products (``lora``) or one pass per class (``full``).
+        ``past``, the cache of the first l0 positions of these same (image, class) sequences,
+        limits the pass to positions l0..l-1 (logits [B, l - l0, V]); ``keep_kv`` also returns
+        the cache of all l positions, to continue them later.
         """
         with self._autocast():
             uniq = torch.unique(labels_B).tolist()
             if len(uniq) == 1:
                 cond_BD = self.heads.head(uniq[0]).embedding.expand(len(labels_B), -1)
-                return self.trunk(x_BlC, cond_BD, self.heads.weight_deltas(uniq[0]) or None).float()
-            if self.heads.kind != "full":
+                out = self.trunk(x_BlC, cond_BD, self.heads.weight_deltas(uniq[0]) or None, past=past, keep_kv=keep_kv)
+            elif self.heads.kind != "full":
                 cond_BD, adapters = self.heads.condition(labels_B)
-                return self.trunk(x_BlC, cond_BD, adapters or None).float()
-            out_BlV = None
-            for c in uniq:
-                rows = (labels_B == c).nonzero()[:, 0]
-                part = self.forward_logits(x_BlC[rows], labels_B[rows])
-                if out_BlV is None:
-                    out_BlV = part.new_empty(len(labels_B), *part.shape[1:])
-                out_BlV = out_BlV.index_copy(0, rows, part)
-            return out_BlV
+                out = self.trunk(x_BlC, cond_BD, adapters or None, past=past, keep_kv=keep_kv)
+            else:
+                rows_by_class = [(labels_B == c).nonzero()[:, 0] for c in uniq]
+                parts = [self.forward_logits(x_BlC[rows], labels_B[rows], keep_kv=True,
+                                             past=past.select(rows) if past is not None else None)
+                         for rows in rows_by_class]
+                order = torch.argsort(torch.cat(rows_by_class))
+                out = (torch.cat([p[0] for p in parts])[order],
+                       KVCache([(torch.cat([p[1].kv[i][0] for p in parts])[order],
+                                 torch.cat([p[1].kv[i][1] for p in parts])[order]) for i in range(len(self.trunk.blocks))]))
+                if not keep_kv:
+                    out = out[0]
+        if keep_kv:
+            return out[0].float(), out[1]
+        return out.float()
 
     def logits(self, tokens: Tokens, labels: Labels, num_scales: int | None = None) -> Tensor:
         """Teacher-forced logits [B, l, V] of the first ``num_scales`` scales (l = prefix_len)."""
@@ -231,33 +241,51 @@ class VARModel(nn.Module):
     # Many classes per image (the classifier's hot path)
     # =========================================================================================
     def pair_token_log_probs(self, tokens: Tokens, image_idx: Tensor, labels: Labels,
-                             num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:
+                             num_scales: int | None = None, chunk_size: int = 1024, *,
+                             past: KVCache | None = None, keep_kv: bool = False) -> Tensor | tuple[Tensor, KVCache]:
         """Per-token log-probs [P, l] of P (image, class) pairs: pair p is image ``image_idx[p]``
         of ``tokens`` under class ``labels[p]``.
 
         Teacher inputs are built once per image; pairs are grouped by class and the transformer
         runs on at most ``chunk_size`` pairs of one class at a time (that class's weights merged).
+        ``past`` (row p = pair p's cache of its first l0 positions, e.g. ``cache.select(rows)`` of
+        an earlier call) limits the work to positions l0..l-1 and the result to [P, l - l0];
+        ``keep_kv`` also returns the pairs' cache of all l positions, to continue them later.
         """
         toks = self.split_tokens(tokens)
         l = self.prefix_len(num_scales)
+        l0 = past.length if past is not None else 0
         x_BlC = self.tokenizer.teacher_inputs(toks, num_scales or self.num_scales)
-        idx_Bl = self.flatten_tokens(toks)[:, :l]
+        idx_Bl = self.flatten_tokens(toks)[:, l0:l]
         image_idx = torch.as_tensor(image_idx, dtype=torch.long, device=self.device)
         labels_P = self._labels(labels, len(image_idx))
+        if past is not None and len(past) != len(image_idx):
+            raise ValueError(f"the cache holds {len(past)} pairs, {len(image_idx)} were given")
         order = torch.argsort(labels_P, stable=True)
         sorted_labels = labels_P[order]
         bounds = [0] + (torch.nonzero(sorted_labels[1:] != sorted_labels[:-1])[:, 0] + 1).tolist() + [len(order)]
-        parts, where = [], []
+        parts, caches, where = [], [], []
         for a, b in zip(bounds[:-1], bounds[1:]):
             for s in range(a, b, chunk_size):
                 sel = order[s : min(b, s + chunk_size)]
                 ii = image_idx[sel]
-                parts.append(_gather_log_probs(self.forward_logits(x_BlC[ii], labels_P[sel]), idx_Bl[ii]))
+                out = self.forward_logits(x_BlC[ii], labels_P[sel], keep_kv=keep_kv,
+                                          past=past.select(sel) if past is not None else None)
+                logits_PlV, cache = out if keep_kv else (out, None)
+                parts.append(_gather_log_probs(logits_PlV, idx_Bl[ii]))
+                caches.append(cache)
                 where.append(sel)
         if not parts:
-            return x_BlC.new_zeros(0, l)
-        lp_Pl = torch.cat(parts)
-        return lp_Pl[torch.argsort(torch.cat(where))]
+            if keep_kv:
+                raise ValueError("keep_kv needs at least one pair")
+            return x_BlC.new_zeros(0, l - l0)
+        back = torch.argsort(torch.cat(where))
+        lp_Pl = torch.cat(parts)[back]
+        if not keep_kv:
+            return lp_Pl
+        kv = [(torch.cat([c.kv[i][0] for c in caches])[back], torch.cat([c.kv[i][1] for c in caches])[back])
+              for i in range(len(self.trunk.blocks))]
+        return lp_Pl, KVCache(kv)
 
     def class_token_log_probs(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
                               num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:

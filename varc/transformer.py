@@ -8,11 +8,17 @@ positions is an exact prefix of the full pass.
 
 Every linear layer is an :class:`AdaptedLinear` with a name (``b0_qkv``, ..., ``head``): a
 class's head may add its own adapter to it (see ``varc.heads``), per sample in a batch.
+
+Because of that exact-prefix property a pass may also stop after scale m and resume later: with
+``keep_kv=True`` the trunk returns every block's keys and values (a :class:`KVCache`), and a
+later call given ``past=`` computes only the positions after the cached ones, attending to the
+cached keys. Candidate pruning uses this so that survivors pay only for their remaining scales.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Union
 
 import torch
@@ -25,6 +31,25 @@ from varc.config import VARConfig
 # (a single class: its LoRA product B A or its full-rank delta, added to the weight)
 Adapter = Union[tuple[Tensor, Tensor], Tensor]
 Adapters = dict[str, Adapter]
+
+
+@dataclass
+class KVCache:
+    """Keys and values ``[(k_NHlc, v_NHlc), ...]`` (one pair per block) of the first ``length``
+    positions of N sequences, so that a later pass can continue them."""
+
+    kv: list[tuple[Tensor, Tensor]]
+
+    @property
+    def length(self) -> int:
+        return self.kv[0][0].shape[2]
+
+    def __len__(self) -> int:
+        return self.kv[0][0].shape[0]
+
+    def select(self, rows: Tensor) -> "KVCache":
+        """The cache of sequences ``rows`` only (in that order)."""
+        return KVCache([(k[rows], v[rows]) for k, v in self.kv])
 
 
 class AdaptedLinear(nn.Linear):
@@ -54,11 +79,15 @@ class Attention(nn.Module):
         self.qkv = AdaptedLinear(width, 3 * width, prefix + "qkv")
         self.proj = AdaptedLinear(width, width, prefix + "proj")
 
-    def forward(self, x_BlD: Tensor, mask_ll: Tensor, ad: Adapters | None) -> Tensor:
+    def forward(self, x_BlD: Tensor, mask_ll: Tensor, ad: Adapters | None,
+                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Attention output for the l new positions, and keys/values of all positions (past + new)."""
         B, l, D = x_BlD.shape
         q, k, v = self.qkv(x_BlD, ad).view(B, l, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         o_BHlc = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_ll)
-        return self.proj(o_BHlc.transpose(1, 2).reshape(B, l, D), ad)
+        return self.proj(o_BHlc.transpose(1, 2).reshape(B, l, D), ad), (k, v)
 
 
 class Block(nn.Module):
@@ -75,11 +104,13 @@ class Block(nn.Module):
         self.fc2 = AdaptedLinear(hidden, D, p + "fc2")
         self.ada = AdaptedLinear(D, 6 * D, p + "ada")
 
-    def forward(self, x_BlD: Tensor, cond_BD: Tensor, mask_ll: Tensor, ad: Adapters | None) -> Tensor:
+    def forward(self, x_BlD: Tensor, cond_BD: Tensor, mask_ll: Tensor, ad: Adapters | None,
+                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         g1, g2, s1, s2, b1, b2 = self.ada(F.silu(cond_BD), ad)[:, None].chunk(6, dim=-1)
-        x_BlD = x_BlD + (1 + g1) * self.attn(self.ln1(x_BlD) * (1 + s1) + b1, mask_ll, ad)
+        a_BlD, kv = self.attn(self.ln1(x_BlD) * (1 + s1) + b1, mask_ll, ad, past)
+        x_BlD = x_BlD + (1 + g1) * a_BlD
         h = F.gelu(self.fc1(self.ln2(x_BlD) * (1 + s2) + b2, ad))
-        return x_BlD + (1 + g2) * self.fc2(h, ad)
+        return x_BlD + (1 + g2) * self.fc2(h, ad), kv
 
 
 class Trunk(nn.Module):
@@ -116,15 +147,28 @@ class Trunk(nn.Module):
         """Name -> (in_features, out_features) of every linear a class head may adapt."""
         return {m.key: (m.in_features, m.out_features) for m in self.modules() if isinstance(m, AdaptedLinear)}
 
-    def forward(self, x_BlC: Tensor, cond_BD: Tensor, adapters: Adapters | None = None) -> Tensor:
-        """Logits [B, l, V] for positions 0..l-1, where l = 1 + x_BlC.shape[1]."""
+    def forward(self, x_BlC: Tensor, cond_BD: Tensor, adapters: Adapters | None = None, *,
+                past: KVCache | None = None, keep_kv: bool = False) -> Tensor | tuple[Tensor, KVCache]:
+        """Logits [B, l - l0, V] for positions l0..l-1, where l = 1 + x_BlC.shape[1] and l0 is the
+        length of ``past`` (0 without one); with ``keep_kv`` also the cache of positions 0..l-1."""
         l = x_BlC.shape[1] + 1
-        sos_B1D = cond_BD[:, None] + self.pos_start
-        h_BlD = torch.cat([sos_B1D, self.word_embed(x_BlC)], dim=1)
-        h_BlD = h_BlD + self.pos_1LD[:, :l] + self.lvl_embed(self.lvl_L[:l])[None]
-        mask_ll = self.mask_LL[:l, :l]
-        for blk in self.blocks:
-            h_BlD = blk(h_BlD, cond_BD, mask_ll, adapters)
+        l0 = past.length if past is not None else 0
+        if not 0 <= l0 < l:
+            raise ValueError(f"the cache holds {l0} positions; the inputs cover {l}")
+        if l0 == 0:
+            h_BlD = torch.cat([cond_BD[:, None] + self.pos_start, self.word_embed(x_BlC)], dim=1)
+        else:
+            h_BlD = self.word_embed(x_BlC[:, l0 - 1:])
+        h_BlD = h_BlD + self.pos_1LD[:, l0:l] + self.lvl_embed(self.lvl_L[l0:l])[None]
+        mask_ll = self.mask_LL[l0:l, :l]
+        kv = []
+        for i, blk in enumerate(self.blocks):
+            h_BlD, kv_i = blk(h_BlD, cond_BD, mask_ll, adapters, past.kv[i] if past is not None else None)
+            kv.append(kv_i)
+        logits_BlV = self._head(h_BlD, cond_BD, adapters)
+        return (logits_BlV, KVCache(kv)) if keep_kv else logits_BlV
+
+    def _head(self, h_BlD: Tensor, cond_BD: Tensor, adapters: Adapters | None) -> Tensor:
         # The output head runs in fp32 even under autocast: log-likelihoods are sums of many
         # log-probabilities, and bf16 logits would blur them.
         with torch.autocast(device_type=h_BlD.device.type, enabled=False):

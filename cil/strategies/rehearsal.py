@@ -25,13 +25,21 @@ def build_replay(
     ctx: StrategyContext,
     *,
     mem_size: int = 200,  # Avalanche's Replay default; the split-MNIST protocol also runs 500
+    batch_size_mem: int | None = None,  # buffer samples per step; None = the training minibatch (Avalanche)
 ) -> SupervisedTemplate:
     """Experience replay (Rolnick et al. 2019, "Experience Replay for Continual Learning"):
-    each minibatch of the new experience is trained together with samples from a buffer
-    of ``mem_size`` past samples, split evenly over the experiences seen."""
-    from avalanche.training import Replay
+    each minibatch of the new experience is trained together with ``batch_size_mem`` samples
+    from a buffer of ``mem_size`` past samples, split evenly over the experiences seen."""
+    from avalanche.training import Naive, Replay
+    from avalanche.training.plugins import ReplayPlugin
 
-    return Replay(**ctx.template_kwargs(ctx.make_model()), mem_size=_positive("replay", "mem_size", mem_size))
+    mem_size = _positive("replay", "mem_size", mem_size)
+    if batch_size_mem is None:
+        return Replay(**ctx.template_kwargs(ctx.make_model()), mem_size=mem_size)
+    kwargs = ctx.template_kwargs(ctx.make_model())
+    plugin = ReplayPlugin(mem_size=mem_size, batch_size_mem=_positive("replay", "batch_size_mem", batch_size_mem))
+    kwargs["plugins"] = [*(kwargs["plugins"] or []), plugin]
+    return Naive(**kwargs)
 
 
 @register("gdumb", help="GDumb: retrain from scratch on a class-balanced greedy buffer (Prabhu et al. 2020)")
