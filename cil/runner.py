@@ -9,6 +9,7 @@ checkpoint per experience, and an interrupted cell resumes after the last one sa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -21,7 +22,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cil.config import Protocol, StrategyEntry, resolved_dict
 from cil.errors import UserError
@@ -282,9 +283,33 @@ def _clear_checkpoints(ckpt_dir: Path) -> None:
             pass
 
 
+@contextlib.contextmanager
+def _quiet_avalanche_deprecations() -> Iterator[None]:
+    """Drop the DeprecationWarnings Avalanche 0.6 raises about its own internals on every
+    experience (not actionable by a user). Its ``deprecated`` decorator resets the warning
+    filters on each call, so they are dropped where they are shown instead."""
+    show = warnings.showwarning
+
+    def filtered(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, DeprecationWarning) and f"{os.sep}avalanche{os.sep}" in str(filename):
+            return
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = filtered
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+
+
 def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False,
                  log: Callable[[str], None] | None = print) -> Path:
     """Run every (strategy, seed) cell not yet finished; rewrite summary.csv; return out_dir."""
+    with _quiet_avalanche_deprecations():
+        return _run_protocol(protocol, out_dir=out_dir, force=force, log=log)
+
+
+def _run_protocol(protocol: Protocol, *, out_dir: Path, force: bool, log: Callable[[str], None] | None) -> Path:
     import torch
 
     from cil import results
@@ -292,8 +317,6 @@ def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False,
     from cil.streams import build_stream
 
     torch.set_num_threads(protocol.threads)
-    # Avalanche 0.6 warns about its own internal deprecations on every experience; not actionable here
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"avalanche(\.|$)")
     resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
     dataset = load_dataset(protocol.dataset, root=protocol.data_root)
     s = protocol.stream

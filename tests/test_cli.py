@@ -63,6 +63,30 @@ def test_same_seeds_give_same_results(tmp_path):
     assert np.array_equal(a.accuracy.to_numpy(), b.accuracy.to_numpy())
 
 
+def test_avalanche_internal_deprecation_warnings_are_not_shown(tmp_path):
+    """Avalanche 0.6's replay buffer warns about its own deprecated internals on every
+    experience; a run does not pass that on to the user, and other warnings still show."""
+    import os
+    import warnings
+
+    from cil.runner import _quiet_avalanche_deprecations
+
+    def from_avalanche(category, text="internal"):
+        warnings.warn_explicit(text, category, os.path.join("site", "avalanche", "x.py"), 1)
+
+    proto = write(tmp_path, dict(TINY, strategies={"replay": {"mem_size": 20, "batch_size_mem": 8}}))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert main(["run", str(proto), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+        with _quiet_avalanche_deprecations():
+            from_avalanche(DeprecationWarning)
+            from_avalanche(UserWarning)
+        from_avalanche(DeprecationWarning, "outside a run")
+    assert [(w.category, os.sep + "avalanche" + os.sep in w.filename) for w in shown
+            if issubclass(w.category, DeprecationWarning) or "avalanche" in w.filename] == \
+        [(UserWarning, True), (DeprecationWarning, True)]
+
+
 @pytest.mark.parametrize("patch, args, fragment", [
     ({"strategies": {"nope": {}}}, [], "unknown strategy 'nope'"),
     ({"dataset": "nope"}, [], "unknown dataset 'nope'"),
