@@ -108,7 +108,8 @@ def experience_accuracies(results: dict, n_experiences: int) -> list[float]:
     return [acc[j] for j in range(n_experiences)]
 
 
-def _make_plugins(*, task_incremental: bool, log: Callable[[str], None] | None, label: str) -> list:
+def _make_plugins(*, task_incremental: bool) -> list:
+    """Plugins every strategy gets (they act on evaluation)."""
     from avalanche.core import SupervisedPlugin
 
     plugins: list = []
@@ -127,7 +128,14 @@ def _make_plugins(*, task_incremental: bool, log: Callable[[str], None] | None, 
                 strategy.mb_output = out + mask
 
         plugins.append(TaskMask())
+    return plugins
 
+
+def _make_epoch_plugins(*, log: Callable[[str], None] | None, label: str) -> list:
+    """Plugins that watch Avalanche's SGD training loop (only strategies that run it get them)."""
+    from avalanche.core import SupervisedPlugin
+
+    plugins: list = []
     if log is not None:
         class EpochProgress(SupervisedPlugin):
             """A line per training epoch (at most one per 5 s): epoch, mean loss, seconds."""
@@ -178,7 +186,8 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
         backbone_args=dict(t.backbone_args), optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
         momentum=t.momentum, train_mb_size=t.train_mb_size, eval_mb_size=t.eval_mb_size, train_epochs=t.epochs,
         device=device, seed=seed, evaluator=evaluator,
-        plugins=tuple(_make_plugins(task_incremental=stream.task_incremental, log=log, label=label)),
+        plugins=tuple(_make_plugins(task_incremental=stream.task_incremental)),
+        epoch_plugins=tuple(_make_epoch_plugins(log=log, label=label)),
         progress=log is not None, name=entry.name,
     )
     strategy = registry.build(entry.strategy, ctx, entry.params)

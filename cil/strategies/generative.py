@@ -119,8 +119,7 @@ def _classes():
             dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)  # training is ours
             super().__init__(model=module, optimizer=dummy, criterion=score_loss,
                              train_mb_size=ctx.train_mb_size, train_epochs=1, eval_mb_size=ctx.eval_mb_size,
-                             device=ctx.device, plugins=[p for p in ctx.plugins
-                                                         if type(p).__name__ != "EpochProgress"] or None,
+                             device=ctx.device, plugins=list(ctx.plugins) or None,  # no SGD epochs to watch
                              evaluator=ctx.evaluator)
             self.exp_index = 0
 

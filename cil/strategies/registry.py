@@ -49,7 +49,8 @@ class StrategyContext:
     device: Any = "cpu"  # torch.device
     seed: int = 0
     evaluator: Any = None  # avalanche EvaluationPlugin
-    plugins: tuple = ()
+    plugins: tuple = ()  # every strategy takes these (evaluation)
+    epoch_plugins: tuple = ()  # these watch Avalanche's SGD loop: only for strategies that run it
     progress: bool = True
     name: str = ""  # the protocol's name for this entry (e.g. replay_500), for messages
 
@@ -83,7 +84,7 @@ class StrategyContext:
             train_epochs=self.train_epochs,
             eval_mb_size=self.eval_mb_size,
             device=self.device,
-            plugins=list(self.plugins) or None,
+            plugins=[*self.plugins, *self.epoch_plugins] or None,
             evaluator=self.evaluator,
         )
 
