@@ -7,10 +7,15 @@ same process, and prints accuracy, images per second and token-forwards per imag
 schedule for A-VARC+ can be chosen from measurements rather than guesses. It measures and
 prints; it asserts nothing.
 
-``--search D`` first runs one full pass, keeps every candidate's log-likelihood after each scale
-(exact prefixes, so every schedule's decisions can be replayed from them) and lists the
-schedules of up to three pruning stages with the fewest token-forwards among those that lose at
-most D points of accuracy on these images; time the promising ones with ``--schedules``.
+``--search D`` first runs one full pass over *other* test images (``--search-limit`` of them,
+disjoint from the ones timed, so a schedule is not chosen on the images that judge it), keeps
+every candidate's log-likelihood after each scale (exact prefixes, so every schedule's
+decisions can be replayed from them) and lists the schedules with the fewest token-forwards
+among those that lose at most D points of accuracy there: fixed top-k stages (up to three) and
+two-stage schedules with margins. Time the promising ones with ``--schedules``.
+
+Schedule syntax: ``3:7,4:3`` = keep the 7 best after 3 scales, then the 3 best after 4, then
+all scales; ``3:7@12`` = of those 7, only the ones within 12 nats of the best.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from varc.classifier import ScoringConfig, parse_schedule, score
 from varc.model import VARModel
 from varc.train import as_image_tensor
 
-DEFAULT_SCHEDULES = ["3:3", "4:3", "3:5,4:3", "3:6,4:3", "3:6,4:2", "2:9,3:6,4:3"]
+DEFAULT_SCHEDULES = ["3:3", "4:3", "3:6,4:3", "3:7,4:3", "3:7@12,4:4@20"]
+MARGINS = [None, 5.0, 10.0, 15.0, 20.0, 30.0]  # nats, for --search
 
 
 def main() -> None:
@@ -36,25 +42,29 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=2000, help="test images (fixed random subset)")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--schedules", nargs="*", default=DEFAULT_SCHEDULES,
-                    help="each 'm:k[,m:k...]' = keep k classes after m scales, then all scales")
+                    help="each 'm:k[@d][,m:k[@d]...]' = keep k classes (within d nats of the best) after m scales")
     ap.add_argument("--smooth", nargs="*", default=["2:0.05", "4:0.05", "4:0.1"], help="S:sigma settings")
     ap.add_argument("--search", type=float, default=None, metavar="D",
                     help="list the cheapest schedules that lose at most D accuracy points (replayed from one full pass)")
+    ap.add_argument("--search-limit", type=int, default=2000, help="test images for --search, disjoint from --limit")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = VARModel.load(args.checkpoint, device="cpu")
     ds = load_dataset(args.dataset)
-    keep = torch.randperm(len(ds.y_test), generator=torch.Generator().manual_seed(0))[: args.limit]
+    perm = torch.randperm(len(ds.y_test), generator=torch.Generator().manual_seed(0))
+    keep = perm[: args.limit]
     images = as_image_tensor(ds.x_test)[keep]
     labels = torch.as_tensor(ds.y_test)[keep]
     classes = model.classes
     if args.search is not None:
-        search(model, images, labels, args.batch, args.search)
+        other = perm[args.limit: args.limit + args.search_limit]
+        if len(other) == 0:
+            raise SystemExit("--search: no test images are left outside --limit; lower --limit")
+        search(model, as_image_tensor(ds.x_test)[other], torch.as_tensor(ds.y_test)[other], args.batch, args.search)
     settings = [ScoringConfig()]
     for text in args.schedules:
-        stages = [[int(a) for a in part.split(":")] for part in text.split(",")]
-        settings.append(ScoringConfig(prune=parse_schedule(stages, model.num_scales)))
+        settings.append(ScoringConfig(prune=parse_schedule(parse_stages(text), model.num_scales)))
     for text in args.smooth:
         s, sigma = text.split(":")
         settings.append(ScoringConfig(smooth_samples=int(s), smooth_std=float(sigma)))
@@ -76,22 +86,43 @@ def main() -> None:
               f"{forwards / len(labels):>14.1f}", flush=True)
 
 
-def replay(cum_BCK: torch.Tensor, target_B: torch.Tensor, ends: list[int], stages: list[tuple[int, int]]
-           ) -> tuple[float, float]:
-    """Accuracy and token-forwards per image of a schedule, from prefix log-likelihoods [B, C, K]."""
+def parse_stages(text: str) -> list[list]:
+    """'3:7@12,4:3' -> [[3, 7, 12.0], [4, 3]]."""
+    out = []
+    for part in text.split(","):
+        m, _, rest = part.partition(":")
+        keep, _, margin = rest.partition("@")
+        out.append([int(m), int(keep)] + ([float(margin)] if margin else []))
+    return out
+
+
+def replay(cum_BCK: torch.Tensor, target_B: torch.Tensor, ends: list[int], stages: list[tuple]) -> tuple[float, float]:
+    """Accuracy and token-forwards per image of a schedule [(m, keep, margin|None), ...], from
+    prefix log-likelihoods [B, C, K]; the same decisions as ``varc.classifier.score``."""
     B, C, K = cum_BCK.shape
     alive = torch.ones(B, C, dtype=torch.bool)
-    cost, done, m = 0, 0, K
-    for m, keep in stages + [(K, 1)]:
-        if m == K or keep < int(alive.sum(1).max()):
-            cost += int(alive.sum()) * (ends[m - 1] - done)
-            done = ends[m - 1]
-            s_BC = cum_BCK[..., m - 1].masked_fill(~alive, float("-inf"))
-            alive &= torch.zeros_like(alive).scatter_(1, s_BC.topk(min(keep, C), 1).indices, True)
-        if int(alive.sum(1).max()) == 1:
+    decided = torch.zeros(B, dtype=torch.bool)
+    at = torch.full((B,), K - 1)  # the scale each image's decision uses
+    cost, done = 0, 0
+    for m, keep, margin in stages + [(K, 1, None)]:
+        active = alive & ~decided[:, None]
+        if not active.any():
             break
-    s_BC = cum_BCK[..., m - 1].masked_fill(~alive, float("-inf"))
-    return (s_BC.argmax(1) == target_B).float().mean().item(), cost / B
+        if m < K and margin is None and keep >= int(active.sum(1).max()):
+            continue
+        cost += int(active.sum()) * (ends[m - 1] - done)
+        done = ends[m - 1]
+        at[~decided] = m - 1
+        if m == K:
+            break
+        s_BC = cum_BCK[..., m - 1].masked_fill(~active, float("-inf"))
+        kept = torch.zeros_like(alive).scatter_(1, s_BC.topk(min(keep, C), 1).indices, True)
+        if margin is not None:
+            kept &= s_BC >= s_BC.max(1, keepdim=True).values - margin
+        alive &= kept | decided[:, None]
+        decided = alive.sum(1) == 1
+    final_BC = cum_BCK[torch.arange(B), :, at].masked_fill(~alive, float("-inf"))
+    return (final_BC.argmax(1) == target_B).float().mean().item(), cost / B
 
 
 @torch.no_grad()
@@ -101,17 +132,26 @@ def search(model: VARModel, images: torch.Tensor, labels: torch.Tensor, batch: i
     cum_BCK = torch.stack([lp_BCL[..., :e].sum(-1) for e in model.scale_ends], -1)
     target_B = torch.searchsorted(torch.tensor(classes), labels)
     full_acc, full_cost = replay(cum_BCK, target_B, model.scale_ends, [])
-    found = []
-    for n in (1, 2, 3):
+    C = len(classes)
+    candidates = []
+    for n in (1, 2, 3):  # fixed top-k, up to three stages, strictly fewer candidates each stage
         for ms in itertools.combinations(range(1, K), n):
-            for ks in itertools.combinations(range(len(classes) - 1, 0, -1), n):  # strictly fewer each stage
-                acc, cost = replay(cum_BCK, target_B, model.scale_ends, list(zip(ms, ks)))
-                if acc >= full_acc - max_drop / 100:
-                    found.append((cost, acc, ",".join(f"{m}:{k}" for m, k in zip(ms, ks))))
-    print(f"search: plain VARC {full_acc:.4f} at {full_cost:.0f} token-forwards/image; schedules within "
-          f"{max_drop:g} points, cheapest first:")
-    for cost, acc, text in sorted(found)[:10]:
-        print(f"  {text:<20} accuracy {acc:.4f}  token-forwards/image {cost:6.1f}  ({full_cost / cost:.2f}x fewer)")
+            for ks in itertools.combinations(range(C - 1, 0, -1), n):
+                candidates.append([(m, k, None) for m, k in zip(ms, ks)])
+    for m1, m2 in itertools.combinations(range(1, K), 2):  # two stages with margins
+        for k1, k2 in itertools.product(range(2, C), range(1, C)):
+            for d1, d2 in itertools.product(MARGINS, MARGINS):
+                if (d1 is not None or d2 is not None) and k2 <= k1:
+                    candidates.append([(m1, k1, d1), (m2, k2, d2)])
+    found = []
+    for stages in candidates:
+        acc, cost = replay(cum_BCK, target_B, model.scale_ends, stages)
+        if acc >= full_acc - max_drop / 100:
+            found.append((cost, -acc, ",".join(f"{m}:{k}" + (f"@{d:g}" if d is not None else "") for m, k, d in stages)))
+    print(f"search on {len(labels)} other test images: plain VARC {full_acc:.4f} at {full_cost:.0f} "
+          f"token-forwards/image; schedules within {max_drop:g} points, cheapest first:")
+    for cost, neg_acc, text in sorted(found)[:10]:
+        print(f"  {text:<20} accuracy {-neg_acc:.4f}  token-forwards/image {cost:6.1f}  ({full_cost / cost:.2f}x fewer)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import platform
 import random
@@ -199,8 +200,9 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
     rows: list[list[float]] = []
     timings: list[dict] = []
     start_exp = 0
+    settings = _cell_settings(protocol, entry)
     if can_ckpt:
-        start_exp, rows, timings = _resume(strategy, ckpt_dir, T, log, label)
+        start_exp, rows, timings = _resume(strategy, ckpt_dir, T, log, label, settings)
     memory = _PeakMemory(device)
     train_stream, test_stream = stream.benchmark.train_stream, stream.benchmark.test_stream
     for i in range(start_exp, T):
@@ -219,7 +221,7 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
             log(f"[{label}] experience {i + 1}/{T} classes {stream.classes_per_experience[i]}: "
                 f"train {t1 - t0:.1f} s, eval {t2 - t1:.1f} s, accuracy on seen {seen:.3f}")
         if can_ckpt:
-            _save_checkpoint(strategy, ckpt_dir, i, rows, timings)
+            _save_checkpoint(strategy, ckpt_dir, i, rows, timings, settings)
 
     inference = strategy.inference_report(test_stream) if hasattr(strategy, "inference_report") else None
     metrics = summarize(rows)
@@ -249,13 +251,22 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
     return metrics
 
 
-def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timings: list) -> None:
+def _cell_settings(protocol: Protocol, entry: StrategyEntry) -> str:
+    """Everything that decides a cell's numbers, as text: a checkpoint made under other
+    settings must not be resumed (threads, seeds list, data root and description aside)."""
+    d = resolved_dict(dataclasses.replace(protocol, strategies=[entry]))
+    for key in ("description", "data_root", "seeds", "threads"):
+        d.pop(key, None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timings: list, settings: str) -> None:
     import numpy as np
     import torch
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state = {
-        "exp": exp, "rows": rows, "timings": timings, "strategy": strategy.checkpoint_state(),
+        "exp": exp, "rows": rows, "timings": timings, "settings": settings, "strategy": strategy.checkpoint_state(),
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(legacy=False),
                 "python": random.getstate()},
     }
@@ -264,7 +275,7 @@ def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timing
     os.replace(tmp, ckpt_dir / f"exp{exp:03d}.pt")
 
 
-def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str) -> tuple[int, list, list]:
+def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: str) -> tuple[int, list, list]:
     import numpy as np
     import torch
 
@@ -272,6 +283,11 @@ def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str) -> tuple[int
     if not files:
         return 0, [], []
     state = torch.load(files[-1], weights_only=False, map_location="cpu")  # our own file: RNG states need pickle
+    if state.get("settings") != settings:
+        if log is not None:
+            log(f"[{label}] {ckpt_dir} holds checkpoints made with other settings; starting the cell over")
+        _clear_checkpoints(ckpt_dir)
+        return 0, [], []
     strategy.load_checkpoint_state(state["strategy"])
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])

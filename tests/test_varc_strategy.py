@@ -127,7 +127,68 @@ def test_pruned_survivors_continue_from_the_cache_at_the_cost_of_their_remaining
     assert torch.isfinite(early.scores_BC).sum(1).eq(1).all()
 
 
-def test_resume_after_interruption_gives_the_same_results(tmp_path, monkeypatch):
+def test_margin_stages_keep_only_candidates_close_to_the_best(scored_var):
+    from varc.classifier import ScoringConfig, parse_schedule, score
+
+    var, images, classes = scored_var
+    B, C, L, l2 = 64, 4, var.seq_len, var.prefix_len(2)
+    plain = score(var, images, classes).scores_BC
+    top3 = score(var, images, classes, ScoringConfig(prune=((2, 3), (None, 1))))
+    # a margin nothing falls outside changes nothing; margin 0 leaves the best candidate alone
+    wide = score(var, images, classes, ScoringConfig(prune=((2, 3, 1e9), (None, 1))))
+    assert torch.equal(wide.scores_BC, top3.scores_BC) and wide.token_forwards == top3.token_forwards
+    zero = score(var, images, classes, ScoringConfig(prune=((2, 3, 0.0), (None, 1))))
+    assert zero.token_forwards == B * C * l2 and zero.stage_candidates == [B * C]
+    with torch.no_grad():
+        prefix_BC = var.class_log_likelihoods(images, classes, num_scales=2)
+    assert torch.equal(zero.predict(classes), torch.tensor(classes)[prefix_BC.argmax(1)])
+    # a middling margin: each image keeps its own number of candidates, scored on every scale
+    gap_B = (prefix_BC.topk(2, 1).values[:, 0] - prefix_BC.topk(2, 1).values[:, 1])
+    margin = float(gap_B.median())
+    mid = score(var, images, classes, ScoringConfig(prune=((2, 3, margin), (None, 1))))
+    alive = torch.isfinite(mid.scores_BC)
+    n_B = alive.sum(1)
+    assert n_B.min() == 1 and n_B.max() > 1
+    undecided = n_B > 1
+    torch.testing.assert_close(mid.scores_BC[alive & undecided[:, None]], plain[alive & undecided[:, None]],
+                               rtol=1e-5, atol=1e-4)
+    assert mid.token_forwards == B * C * l2 + int(n_B[undecided].sum()) * (L - l2)
+    assert parse_schedule([[2, 3, 5], ["full", 1]], var.num_scales) == ((2, 3, 5.0), (None, 1, None))
+    for bad, msg in [([[2, 3, -1]], "margin"), ([[2, 3, "x"]], "margin"), ([["full", 1, 2.0]], "full-scale"),
+                     ([[2, 3, 1, 1]], "expected")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_schedule(bad, var.num_scales)
+
+
+def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
+    """benchmarks/pruning_sweep.py chooses schedules by replaying them from prefix scores; the
+    replay must agree with the real scorer on accuracy and cost."""
+    import importlib.util
+    from pathlib import Path
+
+    from varc.classifier import ScoringConfig, parse_schedule, score
+
+    spec = importlib.util.spec_from_file_location(
+        "pruning_sweep", Path(__file__).resolve().parent.parent / "benchmarks" / "pruning_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    var, images, classes = scored_var
+    labels = torch.tensor([classes[i % 4] for i in range(64)])  # any labels will do for agreement
+    with torch.no_grad():
+        lp_BCL = var.class_token_log_probs(images, classes)
+    cum_BCK = torch.stack([lp_BCL[..., :e].sum(-1) for e in var.scale_ends], -1)
+    target_B = torch.searchsorted(torch.tensor(classes), labels)
+    for text in ["2:3", "1:3,3:2", "2:3@2", "1:3@4,3:2@1", "2:1"]:
+        stages = parse_schedule(sweep.parse_stages(text), var.num_scales)
+        res = score(var, images, classes, ScoringConfig(prune=stages))
+        acc, cost = sweep.replay(cum_BCK, target_B, var.scale_ends, [s for s in stages if s[0] is not None])
+        assert cost == res.token_forwards / 64, text
+        assert acc == (res.predict(classes) == labels).float().mean().item(), text
+
+
+def _interrupted_run(tmp_path, monkeypatch, out: str):
+    """Write a three-experience VARC protocol and run it into ``out``, interrupted (Ctrl-C)
+    while training the third experience; returns the protocol's path."""
     from cil.strategies.generative import _classes
 
     proto = {"name": "resume", "dataset": "digits", "stream": {"n_experiences": 3, "classes_per_exp": None,
@@ -135,8 +196,6 @@ def test_resume_after_interruption_gives_the_same_results(tmp_path, monkeypatch)
              "strategies": {"varc": TINY_VAR}}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(proto))
-    assert main(["run", str(path), "--out", str(tmp_path / "a"), "--quiet"]) == 0
-
     strategy_cls = _classes()[1]
     original = strategy_cls._train_exp
 
@@ -145,17 +204,35 @@ def test_resume_after_interruption_gives_the_same_results(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return original(self, experience, *args, **kwargs)
 
-    monkeypatch.setattr(strategy_cls, "_train_exp", crash_on_third)
-    assert main(["run", str(path), "--out", str(tmp_path / "b"), "--quiet"]) == 130
+    with monkeypatch.context() as m:
+        m.setattr(strategy_cls, "_train_exp", crash_on_third)
+        assert main(["run", str(path), "--out", str(tmp_path / out), "--quiet"]) == 130
+    return path
+
+
+def test_resume_after_interruption_gives_the_same_results(tmp_path, monkeypatch):
+    path = _interrupted_run(tmp_path, monkeypatch, "b")
     assert sorted(p.name for p in (tmp_path / "b" / "varc" / "seed0" / "checkpoints").iterdir()) == \
         ["exp000.pt", "exp001.pt"]
     assert not (tmp_path / "b" / "varc" / "seed0" / "metrics.json").exists()
-    monkeypatch.setattr(strategy_cls, "_train_exp", original)
     assert main(["run", str(path), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "a"), "--quiet"]) == 0  # uninterrupted
     a = json.loads((tmp_path / "a" / "varc" / "seed0" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "varc" / "seed0" / "metrics.json").read_text())
     for key in ("final_accuracy", "average_forgetting", "bwt", "per_experience_final", "seen_accuracy"):
         assert a[key] == b[key], key
+
+
+def test_checkpoints_made_with_other_settings_are_not_resumed(tmp_path, monkeypatch, capsys):
+    path = _interrupted_run(tmp_path, monkeypatch, "b")
+    changed = ["--set", "strategies.varc.prune=[[2, 2]]"]  # scoring changed: old evaluations are void
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(tmp_path / "b"), *changed]) == 0
+    out = capsys.readouterr().out
+    assert "other settings; starting the cell over" in out and "resuming" not in out
+    assert main(["run", str(path), "--out", str(tmp_path / "c"), "--quiet", *changed]) == 0
+    b = (tmp_path / "b" / "varc" / "seed0" / "accuracy_matrix.csv").read_text()
+    assert b == (tmp_path / "c" / "varc" / "seed0" / "accuracy_matrix.csv").read_text()
 
 
 def test_bad_settings_are_user_errors(tmp_path, capsys):

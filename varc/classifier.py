@@ -8,9 +8,13 @@ contrastive fine-tuning, changes the model and lives in ``varc.cca``):
 - **partial-scale candidate pruning**: a schedule of stages ``((m_1, k_1), ..., (None, 1))``.
   Stage s scores each image's surviving candidates on the first m_s scales (an exact prefix
   of the likelihood, thanks to the block-causal mask) and keeps the k_s best; the last stage
-  uses every scale. Each stage continues its survivors from the keys and values cached by the
-  stage before, so a candidate pays only for the scales it has not been scored on yet; once an
-  image has a single candidate left it is decided and costs nothing more.
+  uses every scale. A stage may also carry a margin d_s in nats, ``(m_s, k_s, d_s)``: it then
+  keeps, of those k_s, only the candidates within d_s of the image's best prefix score, so an
+  image whose class is already clear drops its other candidates early and an ambiguous one
+  keeps more (our extension of the fixed top-k schedule). Each stage continues its survivors
+  from the keys and values cached by the stage before, so a candidate pays only for the scales
+  it has not been scored on yet; an image with a single candidate left is decided there and
+  costs nothing more.
 - **likelihood smoothing**: average log p(x | y) over S tokenisations of the image, the clean
   one and S-1 with Gaussian noise of std sigma added to the encoder features before
   quantisation.
@@ -32,34 +36,50 @@ from torch import Tensor
 from varc.model import VARModel
 from varc.transformer import KVCache
 
-Stage = tuple[int | None, int]  # (number of scales, or None for all; candidates kept)
+# (number of scales, or None for all; candidates kept at most; margin in nats, or None)
+Stage = tuple[int | None, int, float | None]
 
 
-def parse_schedule(stages: Sequence[Sequence[int | str | None]] | None, num_scales: int) -> tuple[Stage, ...]:
-    """``[[4, 3], ["full", 1]]`` -> ((4, 3), (None, 1)); validated against the model's scales.
+def parse_schedule(stages: Sequence[Sequence[int | float | str | None]] | None, num_scales: int
+                   ) -> tuple[Stage, ...]:
+    """``[[3, 7, 12], [4, 3], ["full", 1]]`` -> ((3, 7, 12.0), (4, 3, None), (None, 1, None)),
+    validated against the model's scales.
 
     An empty schedule means plain VARC (one full stage). A schedule whose last stage is not
     full gets a final full stage appended, so predictions always use the whole likelihood.
     """
     out: list[Stage] = []
     for i, stage in enumerate(stages or ()):
-        if not isinstance(stage, (list, tuple)) or len(stage) != 2:
-            raise ValueError(f"prune stage {i}: expected [num_scales | 'full', keep], got {stage!r}")
-        m, keep = stage
+        if not isinstance(stage, (list, tuple)) or len(stage) not in (2, 3):
+            raise ValueError(f"prune stage {i}: expected [num_scales | 'full', keep] or "
+                             f"[num_scales, keep, margin_nats], got {stage!r}")
+        m, keep, margin = (*stage, None) if len(stage) == 2 else stage
         if m in ("full", None) or m == num_scales:
             m = None
         elif not isinstance(m, int) or not 1 <= m < num_scales:
             raise ValueError(f"prune stage {i}: num_scales must be 1..{num_scales - 1} or 'full', got {m!r}")
         if not isinstance(keep, int) or keep < 1:
             raise ValueError(f"prune stage {i}: keep must be a positive integer, got {keep!r}")
+        if margin is not None:
+            if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+                raise ValueError(f"prune stage {i}: the margin is a number of nats >= 0, got {margin!r}")
+            if m is None:
+                raise ValueError(f"prune stage {i}: the full-scale stage decides; it takes no margin")
+            margin = float(margin)
         if out and out[-1][0] is None:
             raise ValueError(f"prune stage {i}: nothing may follow a full-scale stage")
         if out and m is not None and out[-1][0] is not None and m <= out[-1][0]:
             raise ValueError(f"prune stages must use more scales each time, got {out[-1][0]} then {m}")
-        out.append((m, keep))
+        out.append((m, keep, margin))
     if not out or out[-1][0] is not None:
-        out.append((None, 1))
+        out.append((None, 1, None))
     return tuple(out)
+
+
+def stage_text(stage: Stage) -> str:
+    """(3, 7, 12.0) -> '3:7@12' (keep at most 7 after 3 scales, within 12 nats of the best)."""
+    m, keep, margin = stage
+    return f"{m}:{keep}" + (f"@{margin:g}" if margin is not None else "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +104,7 @@ class ScoringConfig:
         parts = []
         stages = [s for s in self.prune if s[0] is not None]
         if stages:
-            parts.append("prune[" + ",".join(f"{m}:{k}" for m, k in stages) + "]")
+            parts.append("prune[" + ",".join(stage_text(tuple(s) + (None,) * (3 - len(s))) for s in stages) + "]")
         if self.smooth_samples > 1:
             parts.append(f"smooth[S={self.smooth_samples},sigma={self.smooth_std:g}]")
         return "+".join(parts) or "varc"
@@ -122,8 +142,10 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
     classes = [int(c) for c in classes]
     if not classes:
         raise ValueError("score: no candidate classes")
-    stages = parse_schedule(config.prune, model.num_scales) if config.prune else ((None, 1),)
+    stages = parse_schedule(config.prune, model.num_scales) if config.prune else ((None, 1, None),)
     B, C = images.shape[0], len(classes)
+    if B == 0:
+        return Scores(scores_BC=torch.zeros(0, C, device=model.device), token_forwards=0)
     device = model.device
     prior_C = (log_prior_C if log_prior_C is not None else torch.zeros(C)).to(device, torch.float32)
     labels_C = torch.tensor(classes, device=device)
@@ -133,18 +155,21 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
         toks.append(model.encode(images, noise_std=config.smooth_std, generator=generator))
 
     alive_BC = torch.ones(B, C, dtype=torch.bool, device=device)
+    decided_B = torch.zeros(B, dtype=torch.bool, device=device)  # one candidate left: nothing more to score
     ll_BC = torch.zeros(B, C, device=device)  # log-likelihood of the scales scored so far
+    scores_BC = torch.full((B, C), float("-inf"), device=device)
     row_BC = torch.full((B, C), -1, dtype=torch.long, device=device)  # pair's row in the caches
     caches: list[KVCache | None] = [None] * len(toks)
     done_l, forwards, per_stage = 0, 0, []
-    for s, (m, keep) in enumerate(stages):
-        n_alive = int(alive_BC.sum(1).max())
-        if s > 0 and n_alive <= 1:
-            break  # every image has one candidate left: the prediction is made
+    for s, (m, keep, margin) in enumerate(stages):
+        active_BC = alive_BC & ~decided_B[:, None]
+        n_active = int(active_BC.sum(1).max())
+        if n_active == 0:
+            break  # every image is decided
         last = s == len(stages) - 1
-        if not last and keep >= n_alive:
+        if not last and margin is None and keep >= n_active:
             continue  # a stage that would prune nothing is skipped (its scales are scored later)
-        b_P, c_P = alive_BC.nonzero(as_tuple=True)
+        b_P, c_P = active_BC.nonzero(as_tuple=True)
         rows_P = row_BC[b_P, c_P]
         ll_P = torch.zeros(len(b_P), device=device)
         for i, t in enumerate(toks):
@@ -159,10 +184,13 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
         done_l = l
         ll_BC[b_P, c_P] += ll_P / len(toks)
         row_BC[b_P, c_P] = torch.arange(len(b_P), device=device)
-        scores_BC = torch.full((B, C), float("-inf"), device=device)
         scores_BC[b_P, c_P] = ll_BC[b_P, c_P] + prior_C[c_P]
         if not last:
-            top_Bk = scores_BC.topk(min(keep, C), dim=1).indices
-            alive_BC = torch.zeros_like(alive_BC).scatter_(1, top_Bk, True) & alive_BC
+            ranked_BC = scores_BC.masked_fill(~active_BC, float("-inf"))
+            keep_BC = torch.zeros_like(alive_BC).scatter_(1, ranked_BC.topk(min(keep, C), dim=1).indices, True)
+            if margin is not None:
+                keep_BC &= ranked_BC >= ranked_BC.max(1, keepdim=True).values - margin
+            alive_BC &= keep_BC | decided_B[:, None]
             scores_BC = scores_BC.masked_fill(~alive_BC, float("-inf"))
+            decided_B = alive_BC.sum(1) == 1
     return Scores(scores_BC=scores_BC, token_forwards=forwards, stage_candidates=per_stage)

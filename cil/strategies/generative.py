@@ -275,7 +275,7 @@ def build_varc(
     head_lr: float = 5e-3,
     batch_size: int = 64,
     prior: Literal["uniform", "frequency"] = "uniform",
-    prune: list = [],  # [[num_scales, keep], ..., ["full", 1]]; [] = score every class on all scales
+    prune: list = [],  # [[num_scales, keep(, margin_nats)], ..., ["full", 1]]; [] = every class on all scales
     smooth_samples: int = 1,
     smooth_std: float = 0.0,
     cca_epochs: int = 0,
