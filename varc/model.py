@@ -205,15 +205,13 @@ class VARModel(nn.Module):
                 out = self.trunk(x_BlC, cond_BD, adapters or None, past=past, keep_kv=keep_kv)
             else:
                 rows_by_class = [(labels_B == c).nonzero()[:, 0] for c in uniq]
-                parts = [self.forward_logits(x_BlC[rows], labels_B[rows], keep_kv=True,
+                parts = [self.forward_logits(x_BlC[rows], labels_B[rows], keep_kv=keep_kv,
                                              past=past.select(rows) if past is not None else None)
                          for rows in rows_by_class]
                 order = torch.argsort(torch.cat(rows_by_class))
-                out = (torch.cat([p[0] for p in parts])[order],
-                       KVCache([(torch.cat([p[1].kv[i][0] for p in parts])[order],
-                                 torch.cat([p[1].kv[i][1] for p in parts])[order]) for i in range(len(self.trunk.blocks))]))
                 if not keep_kv:
-                    out = out[0]
+                    return torch.cat(parts)[order]
+                out = (torch.cat([p[0] for p in parts])[order], KVCache.cat([p[1] for p in parts], order))
         if keep_kv:
             return out[0].float(), out[1]
         return out.float()
@@ -283,9 +281,7 @@ class VARModel(nn.Module):
         lp_Pl = torch.cat(parts)[back]
         if not keep_kv:
             return lp_Pl
-        kv = [(torch.cat([c.kv[i][0] for c in caches])[back], torch.cat([c.kv[i][1] for c in caches])[back])
-              for i in range(len(self.trunk.blocks))]
-        return lp_Pl, KVCache(kv)
+        return lp_Pl, KVCache.cat(caches, back)
 
     def class_token_log_probs(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
                               num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:

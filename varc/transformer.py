@@ -51,6 +51,12 @@ class KVCache:
         """The cache of sequences ``rows`` only (in that order)."""
         return KVCache([(k[rows], v[rows]) for k, v in self.kv])
 
+    @staticmethod
+    def cat(parts: list["KVCache"], order: Tensor) -> "KVCache":
+        """The caches of ``parts`` stacked, then rows reordered by ``order``."""
+        return KVCache([(torch.cat([p.kv[i][0] for p in parts])[order], torch.cat([p.kv[i][1] for p in parts])[order])
+                        for i in range(len(parts[0].kv))])
+
 
 class AdaptedLinear(nn.Linear):
     """y = W x + b, plus the adapter named ``key`` if the caller passes one."""
