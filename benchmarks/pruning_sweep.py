@@ -7,6 +7,11 @@ same process, and prints accuracy, images per second and token-forwards per imag
 schedule for A-VARC+ can be chosen from measurements rather than guesses. It measures and
 prints; it asserts nothing.
 
+``--protocol NAME`` takes the test images as the protocol's run saw them (stream order), so the
+``--limit`` images timed here are exactly the ones the run's inference report timed (the same
+``report_limit``), and the search images below are none of them; ``--offset R --limit N`` times
+N images the report (of R images) did not see, to check a schedule on other images.
+
 ``--search D`` first runs one full pass over *other* test images (``--search-limit`` of them,
 disjoint from the ones timed, so a schedule is not chosen on the images that judge it), keeps
 every candidate's log-likelihood after each scale (exact prefixes, so every schedule's
@@ -26,7 +31,10 @@ import time
 
 import torch
 
+from cil.config import load_protocol
 from cil.data import load_dataset
+from cil.strategies.generative import report_order, test_images
+from cil.streams import protocol_stream
 from varc.classifier import ScoringConfig, parse_schedule, score
 from varc.model import VARModel
 from varc.train import as_image_tensor
@@ -38,8 +46,12 @@ MARGINS = [None, 5.0, 10.0, 15.0, 20.0, 30.0]  # nats, for --search
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint")
-    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--dataset", default="mnist", help="test images in the dataset's own order")
+    ap.add_argument("--protocol", default=None,
+                    help="test images in this protocol's stream order, as its run's inference report drew them")
     ap.add_argument("--limit", type=int, default=2000, help="test images (fixed random subset)")
+    ap.add_argument("--offset", type=int, default=0,
+                    help="skip this many images of the fixed random order first (e.g. the report's own)")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--schedules", nargs="*", default=DEFAULT_SCHEDULES,
                     help="each 'm:k[@d][,m:k[@d]...]' = keep k classes (within d nats of the best) after m scales")
@@ -51,24 +63,24 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = VARModel.load(args.checkpoint, device="cpu")
-    ds = load_dataset(args.dataset)
-    perm = torch.randperm(len(ds.y_test), generator=torch.Generator().manual_seed(0))
-    keep = perm[: args.limit]
-    images = as_image_tensor(ds.x_test)[keep]
-    labels = torch.as_tensor(ds.y_test)[keep]
+    all_images, all_labels, source = test_set(args.protocol, args.dataset)
+    order = report_order(len(all_labels))
+    end = args.offset + args.limit
+    keep = order[args.offset: end]
+    images, labels = all_images[keep], all_labels[keep]
     classes = model.classes
     if args.search is not None:
-        other = perm[args.limit: args.limit + args.search_limit]
+        other = order[end: end + args.search_limit]
         if len(other) == 0:
             raise SystemExit("--search: no test images are left outside --limit; lower --limit")
-        search(model, as_image_tensor(ds.x_test)[other], torch.as_tensor(ds.y_test)[other], args.batch, args.search)
+        search(model, all_images[other], all_labels[other], args.batch, args.search)
     settings = [ScoringConfig()]
     for text in args.schedules:
         settings.append(ScoringConfig(prune=parse_schedule(parse_stages(text), model.num_scales)))
     for text in args.smooth:
         s, sigma = text.split(":")
         settings.append(ScoringConfig(smooth_samples=int(s), smooth_std=float(sigma)))
-    print(f"{args.checkpoint}: {len(labels)} test images of {args.dataset}, classes {classes}, "
+    print(f"{args.checkpoint}: {len(labels)} test images of {source}, classes {classes}, "
           f"L = {model.seq_len}, scales {model.patch_nums}")
     print(f"{'setting':<34} {'accuracy':>9} {'images/s':>9} {'speed-up':>9} {'token-fwd/img':>14}")
     base_ips = None
@@ -84,6 +96,17 @@ def main() -> None:
         base_ips = base_ips or ips
         print(f"{cfg.name:<34} {correct / len(labels):>9.4f} {ips:>9.1f} {ips / base_ips:>8.2f}x "
               f"{forwards / len(labels):>14.1f}", flush=True)
+
+
+def test_set(protocol: str | None, dataset: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """All test images and labels: in the protocol's stream order, or in the dataset's order."""
+    if protocol is None:
+        ds = load_dataset(dataset)
+        return as_image_tensor(ds.x_test), torch.as_tensor(ds.y_test), dataset
+    p, _ = load_protocol(protocol)
+    _, stream = protocol_stream(p)
+    images, labels = test_images(stream.benchmark.test_stream)
+    return images, labels, f"{p.dataset} (stream order of protocol {p.name})"
 
 
 def parse_stages(text: str) -> list[list]:

@@ -338,16 +338,11 @@ def _run_protocol(protocol: Protocol, *, out_dir: Path, force: bool, log: Callab
     import torch
 
     from cil import results
-    from cil.data import load_dataset
-    from cil.streams import build_stream
+    from cil.streams import protocol_stream
 
     torch.set_num_threads(protocol.threads)
     resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
-    dataset = load_dataset(protocol.dataset, root=protocol.data_root)
-    s = protocol.stream
-    stream = build_stream(dataset, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,
-                          first_exp_classes=s.first_exp_classes, class_order=s.class_order,
-                          class_order_seed=s.class_order_seed, task_incremental=s.task_incremental)
+    dataset, stream = protocol_stream(protocol)
     out_dir.mkdir(parents=True, exist_ok=True)
     if log is not None:
         log(f"protocol {protocol.name}: dataset {protocol.dataset} ({dataset.n_classes} classes, "

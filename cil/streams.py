@@ -7,7 +7,7 @@ Avalanche's own SplitMNIST & co. download at run time; we build the same kind of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from torch.utils.data import TensorDataset
 
 from cil.data import ImageDataset
 from cil.errors import UserError
+
+if TYPE_CHECKING:
+    from cil.config import Protocol
 
 
 class LabelledTensors(TensorDataset):
@@ -122,3 +125,14 @@ def build_stream(ds: ImageDataset, *, n_experiences: int | None = 5, classes_per
     )
     return Stream(benchmark=benchmark, class_order=order, classes_per_experience=per_exp,
                   task_incremental=task_incremental)
+
+
+def protocol_stream(protocol: "Protocol") -> tuple[ImageDataset, Stream]:
+    """The dataset and stream a protocol's runs use (scripts that re-examine a run build the same)."""
+    from cil.data import load_dataset
+
+    dataset = load_dataset(protocol.dataset, root=protocol.data_root)
+    s = protocol.stream
+    return dataset, build_stream(dataset, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,
+                                 first_exp_classes=s.first_exp_classes, class_order=s.class_order,
+                                 class_order_seed=s.class_order_seed, task_incremental=s.task_incremental)

@@ -160,18 +160,44 @@ def test_margin_stages_keep_only_candidates_close_to_the_best(scored_var):
             parse_schedule(bad, var.num_scales)
 
 
-def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
-    """benchmarks/pruning_sweep.py chooses schedules by replaying them from prefix scores; the
-    replay must agree with the real scorer on accuracy and cost."""
+def _pruning_sweep():
     import importlib.util
     from pathlib import Path
-
-    from varc.classifier import ScoringConfig, parse_schedule, score
 
     spec = importlib.util.spec_from_file_location(
         "pruning_sweep", Path(__file__).resolve().parent.parent / "benchmarks" / "pruning_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
+    return sweep
+
+
+def test_the_pruning_sweep_times_the_reports_images_and_searches_on_others(digits_stream, monkeypatch):
+    """With --protocol, the sweep's timed images are the ones the run's inference report timed,
+    and its search images are none of them (a schedule is not chosen on the images that judge it)."""
+    from cil.strategies.generative import report_order
+
+    sweep = _pruning_sweep()
+    ds, stream = digits_stream
+    strategy = make_strategy(ds, report_limit=100)
+    seen = []
+    monkeypatch.setattr(type(strategy), "_measure", lambda self, cfg, images, labels: seen.append(images) or
+                        {"setting": cfg.name, "accuracy": 0.0, "images_per_second": 1.0})
+    strategy.inference_report(stream.benchmark.test_stream)
+    images, labels, source = sweep.test_set("split_digits", "digits")
+    assert "split_digits" in source and len(labels) == len(ds.y_test)
+    order = report_order(len(labels))
+    assert torch.equal(images[order[:100]], seen[0])
+    assert not set(order[:100].tolist()) & set(order[100:].tolist())
+    dataset_order, _, _ = sweep.test_set(None, "digits")
+    assert not torch.equal(dataset_order[order[:100]], seen[0])  # stream order is not the dataset's
+
+
+def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
+    """benchmarks/pruning_sweep.py chooses schedules by replaying them from prefix scores; the
+    replay must agree with the real scorer on accuracy and cost."""
+    from varc.classifier import ScoringConfig, parse_schedule, score
+
+    sweep = _pruning_sweep()
     var, images, classes = scored_var
     labels = torch.tensor([classes[i % 4] for i in range(64)])  # any labels will do for agreement
     with torch.no_grad():

@@ -43,6 +43,31 @@ def _scoring(prune: list, smooth_samples: int, smooth_std: float, where: str, nu
         raise UserError(f"{where}: {exc}") from exc
 
 
+def report_order(n_images: int):
+    """A fixed random order (seed 0) of ``n_images`` test images: the inference report times the
+    first ``report_limit`` of them; ``benchmarks/pruning_sweep.py`` draws the same order, so it can
+    time those images and choose schedules on the ones after them."""
+    import torch
+
+    return torch.randperm(n_images, generator=torch.Generator().manual_seed(0))
+
+
+def report_subset(n_images: int, limit: int | None):
+    """Indices of the inference report's images: the first ``limit`` of ``report_order``, or all
+    of them in stream order."""
+    import torch
+
+    return report_order(n_images)[:limit] if limit and limit < n_images else torch.arange(n_images)
+
+
+def test_images(test_stream):
+    """Every test image and label of a stream, experience after experience (the report's order)."""
+    import torch
+
+    xs, ys = zip(*(_collect(exp.dataset) for exp in test_stream))
+    return torch.cat(xs), torch.cat(ys)
+
+
 def _collect(dataset, batch_size: int = 2048):
     """All (images, labels) of an Avalanche dataset as two tensors."""
     import torch
@@ -225,11 +250,9 @@ def _classes():
         # -- cost of each inference setting on the final model ----------------------------------
         def inference_report(self, test_stream) -> list[dict]:
             s = self.settings
-            xs, ys = zip(*(_collect(exp.dataset) for exp in test_stream))
-            images, labels = torch.cat(xs), torch.cat(ys)
-            if s["report_limit"] and s["report_limit"] < len(labels):  # a fixed random subset of all classes
-                keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[: s["report_limit"]]
-                images, labels = images[keep], labels[keep]
+            images, labels = test_images(test_stream)
+            keep = report_subset(len(labels), s["report_limit"])  # a fixed random subset of all classes
+            images, labels = images[keep], labels[keep]
             rows, seen = [], set()
             for cfg in self.report_scorings:
                 if cfg.name in seen:
