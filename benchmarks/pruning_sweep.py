@@ -33,7 +33,7 @@ import torch
 
 from cil.config import load_protocol
 from cil.data import load_dataset
-from cil.strategies.generative import report_order, test_images
+from cil.strategies.generative import report_order, stream_test_images
 from cil.streams import protocol_stream
 from varc.classifier import ScoringConfig, parse_schedule, score
 from varc.model import VARModel
@@ -105,7 +105,7 @@ def test_set(protocol: str | None, dataset: str) -> tuple[torch.Tensor, torch.Te
         return as_image_tensor(ds.x_test), torch.as_tensor(ds.y_test), dataset
     p, _ = load_protocol(protocol)
     _, stream = protocol_stream(p)
-    images, labels = test_images(stream.benchmark.test_stream)
+    images, labels = stream_test_images(stream.benchmark.test_stream)
     return images, labels, f"{p.dataset} (stream order of protocol {p.name})"
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from cil.data import ImageDataset
+from cil.data import ImageDataset, load_dataset
 from cil.errors import UserError
 
 if TYPE_CHECKING:
@@ -129,8 +129,6 @@ def build_stream(ds: ImageDataset, *, n_experiences: int | None = 5, classes_per
 
 def protocol_stream(protocol: "Protocol") -> tuple[ImageDataset, Stream]:
     """The dataset and stream a protocol's runs use (scripts that re-examine a run build the same)."""
-    from cil.data import load_dataset
-
     dataset = load_dataset(protocol.dataset, root=protocol.data_root)
     s = protocol.stream
     return dataset, build_stream(dataset, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,

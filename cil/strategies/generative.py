@@ -60,7 +60,7 @@ def report_subset(n_images: int, limit: int | None):
     return report_order(n_images)[:limit] if limit and limit < n_images else torch.arange(n_images)
 
 
-def test_images(test_stream):
+def stream_test_images(test_stream):
     """Every test image and label of a stream, experience after experience (the report's order)."""
     import torch
 
@@ -250,7 +250,7 @@ def _classes():
         # -- cost of each inference setting on the final model ----------------------------------
         def inference_report(self, test_stream) -> list[dict]:
             s = self.settings
-            images, labels = test_images(test_stream)
+            images, labels = stream_test_images(test_stream)
             keep = report_subset(len(labels), s["report_limit"])  # a fixed random subset of all classes
             images, labels = images[keep], labels[keep]
             rows, seen = [], set()
