@@ -72,7 +72,7 @@ def main() -> None:
     if args.search is not None:
         other = order[end: end + args.search_limit]
         if len(other) == 0:
-            raise SystemExit("--search: no test images are left outside --limit; lower --limit")
+            raise SystemExit("--search: no test images are left after --offset + --limit; lower --limit or --offset")
         search(model, all_images[other], all_labels[other], args.batch, args.search)
     settings = [ScoringConfig()]
     for text in args.schedules:
