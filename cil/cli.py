@@ -38,9 +38,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.data_root:
         overrides.append(f"data_root={json.dumps(args.data_root)}")
     protocol, _ = load_protocol(args.protocol, overrides=overrides)
-    if args.only:
+    if args.only is not None:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
         names = [e.name for e in protocol.strategies]
+        if not wanted:
+            raise UserError(f"--only {args.only!r} names no strategy; give comma-separated names from: "
+                            f"{', '.join(names)}")
         unknown = [w for w in wanted if w not in names]
         if unknown:
             raise UserError(f"--only: {unknown[0]!r} is not a strategy of protocol {protocol.name!r}; "

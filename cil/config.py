@@ -146,7 +146,7 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
         if unknown:
             allowed = ", ".join(list(spec.params) + ["strategy"] + list(TRAINING_OVERRIDES))
             raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
-        params = registry.validate_params(builder, settings)
+        params = registry.validate_params(builder, settings, where=where)
         entries.append(StrategyEntry(name=str(name), strategy=builder, params=params, training=t_cfg))
     name = coerce(raw.get("name", default_name), str, "name")
     return Protocol(name=name, description=coerce(raw.get("description", ""), str, "description"),
@@ -217,9 +217,11 @@ def load_protocol(name_or_path: str, *, overrides: list[str] | None = None) -> t
 
     path = find_protocol_file(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml_strict(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read protocol file {path}: {exc}") from exc
+    except UserError as exc:
+        raise UserError(f"protocol file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"protocol file {path} is not valid YAML: {first}") from exc
@@ -229,6 +231,28 @@ def load_protocol(name_or_path: str, *, overrides: list[str] | None = None) -> t
         raise UserError(f"protocol file {path}: expected a mapping at the top level")
     raw = apply_overrides(raw, overrides or [])
     return protocol_from_dict(raw, default_name=path.stem), raw
+
+
+def load_yaml_strict(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (plain YAML keeps the
+    last one silently, so a protocol could say two things and mean one)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise UserError(f"key {key!r} appears twice in one mapping (lines {seen[key]} and "
+                                f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def resolved_dict(p: Protocol) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from cil.errors import UserError
+from cil.errors import UserError, os_error
 
 if TYPE_CHECKING:  # pandas is imported lazily: importing cil.results stays cheap
     import pandas as pd
@@ -55,7 +55,10 @@ class IncompleteCellWarning(UserWarning):
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, path=path.parent) from None
     # open(..., "xb") honours the umask (mkstemp would leave the file private to its owner)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -64,6 +67,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise os_error(exc, path=path, size=len(data)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -93,6 +99,11 @@ def cell_done(out_dir: Path, strategy: str, seed: int) -> bool:
         return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
     except (OSError, ValueError):
         return False
+
+
+def read_cell_config(folder: Path) -> dict:
+    """A cell's resolved settings (``config.yaml``), validated: one line naming the file if not."""
+    return _read_config(Path(folder) / CONFIG_FILE)
 
 
 def _plain(value: Any) -> Any:

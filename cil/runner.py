@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cil.config import Protocol, StrategyEntry, resolved_dict
-from cil.errors import UserError
+from cil.errors import UserError, os_error
 
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/(?:Task\d+/)?Exp(\d+)$")
 
@@ -164,7 +164,7 @@ def _make_epoch_plugins(*, log: Callable[[str], None] | None, label: str) -> lis
 
 
 def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, stream, out_dir: Path,
-             device_name: str, log: Callable[[str], None] | None = print) -> dict:
+             device_name: str, log: Callable[[str], None] | None = print, force: bool = False) -> dict:
     """Train and evaluate one strategy with one seed over the whole stream; write its files."""
     import torch
     from avalanche.evaluation.metrics import accuracy_metrics
@@ -200,9 +200,16 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
     rows: list[list[float]] = []
     timings: list[dict] = []
     start_exp = 0
-    settings = _cell_settings(protocol, entry)
-    if can_ckpt:
-        start_exp, rows, timings = _resume(strategy, ckpt_dir, T, log, label, settings)
+    settings = json.dumps(cell_settings(protocol, entry), sort_keys=True, default=str)
+    if force:
+        _clear_checkpoints(ckpt_dir)  # --force never reads old checkpoints
+    elif can_ckpt:
+        resumed = _resume(strategy, ckpt_dir, T, log, label, settings)
+        if resumed is None:  # a checkpoint was refused after it touched the strategy: build it afresh
+            seed_everything(seed)
+            strategy = registry.build(entry.strategy, ctx, entry.params)
+        else:
+            start_exp, rows, timings = resumed
     memory = _PeakMemory(device)
     train_stream, test_stream = stream.benchmark.train_stream, stream.benchmark.test_stream
     for i in range(start_exp, T):
@@ -251,57 +258,133 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
     return metrics
 
 
-def _cell_settings(protocol: Protocol, entry: StrategyEntry) -> str:
-    """Everything that decides a cell's numbers, as text: a checkpoint made under other
-    settings must not be resumed (threads, seeds list, data root and description aside)."""
+IGNORED_SETTINGS = ("description", "data_root", "seeds", "threads")
+
+
+def cell_settings(protocol: Protocol, entry: StrategyEntry) -> dict:
+    """Everything that decides a cell's numbers, as plain data: a checkpoint or a finished cell
+    made under other settings must not be reused (threads, the seeds list, the data root and
+    the description aside)."""
     d = resolved_dict(dataclasses.replace(protocol, strategies=[entry]))
-    for key in ("description", "data_root", "seeds", "threads"):
+    for key in IGNORED_SETTINGS:
         d.pop(key, None)
-    return json.dumps(d, sort_keys=True, default=str)
+    return d
 
 
-def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timings: list, settings: str) -> None:
+def settings_differences(stored: dict, new: dict) -> list[str]:
+    """``key.path: old -> new`` for every setting that differs between two resolved configs."""
+    import yaml
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(d, dict):
+            out: dict[str, Any] = {}
+            for k, v in d.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out if out or not prefix else {prefix[:-1]: {}}
+        return {prefix[:-1]: d}
+
+    def plain(d: dict) -> dict:  # what config.yaml holds, read back: tuples as lists, floats exact
+        return yaml.safe_load(yaml.safe_dump(json.loads(json.dumps(d, default=str))))
+
+    a, b = flat(plain({k: v for k, v in stored.items() if k not in IGNORED_SETTINGS + ("run",)})), flat(plain(new))
+    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+
+
+def _warn(message: str) -> None:
+    """A one-line warning that reaches the user even with --quiet."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _rng_state() -> dict:
+    """Python, numpy and torch generator states as tensors and plain types (no pickle needed)."""
     import numpy as np
     import torch
 
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state = {
-        "exp": exp, "rows": rows, "timings": timings, "settings": settings, "strategy": strategy.checkpoint_state(),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(legacy=False),
-                "python": random.getstate()},
-    }
-    tmp = ckpt_dir / f".exp{exp:03d}.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, ckpt_dir / f"exp{exp:03d}.pt")
+    np_state = np.random.get_state(legacy=False)
+    version, py_state, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                      "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                      "gauss": float(np_state["gauss"])},
+            "python": {"version": version, "state": list(py_state), "gauss": gauss}}
 
 
-def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: str) -> tuple[int, list, list]:
+def _set_rng_state(state: dict) -> None:
     import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "has_gauss": n["has_gauss"], "gauss": n["gauss"],
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]}})
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timings: list, settings: str) -> None:
+    """Tensors and plain types only, so that loading needs no pickle (``weights_only=True``)."""
+    import io
+
+    import torch
+
+    from cil.results import atomic_write_bytes
+
+    state = {"exp": exp, "rows": rows, "timings": timings, "settings": settings,
+             "strategy": strategy.checkpoint_state(), "rng": _rng_state()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(ckpt_dir / f"exp{exp:03d}.pt", buffer.getvalue())
+
+
+def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: str
+            ) -> tuple[int, list, list] | None:
+    """Load the newest checkpoint into ``strategy``: (next experience, rows, timings).
+
+    A checkpoint that cannot be read as tensors and plain types (damaged, or holding anything
+    that would need unpickling code), or that was made under other settings, is reported in
+    one line and removed, and the cell starts over: (0, [], []), or None when the strategy
+    had already taken part of it and must be built afresh.
+    """
     import torch
 
     files = sorted(ckpt_dir.glob("exp*.pt")) if ckpt_dir.is_dir() else []
     if not files:
         return 0, [], []
-    state = torch.load(files[-1], weights_only=False, map_location="cpu")  # our own file: RNG states need pickle
-    if state.get("settings") != settings:
-        if log is not None:
-            log(f"[{label}] {ckpt_dir} holds checkpoints made with other settings; starting the cell over")
+    try:
+        state = torch.load(files[-1], weights_only=True, map_location="cpu")
+        exp, rows, timings = int(state["exp"]), list(state["rows"]), list(state["timings"])
+        if not (len(rows) == len(timings) == exp + 1 <= T):
+            raise ValueError(f"holds {len(rows)} rows for experience {exp + 1} of {T}")
+        same = state["settings"] == settings
+    except Exception as exc:  # noqa: BLE001 (any defect of the file means: do not trust it)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        _warn(f"[{label}] cannot use checkpoint {files[-1]} ({type(exc).__name__}: {first}); starting the cell over")
         _clear_checkpoints(ckpt_dir)
         return 0, [], []
-    strategy.load_checkpoint_state(state["strategy"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
-    exp = int(state["exp"])
+    if not same:
+        _warn(f"[{label}] {ckpt_dir} holds checkpoints made with other settings; starting the cell over")
+        _clear_checkpoints(ckpt_dir)
+        return 0, [], []
+    try:
+        strategy.load_checkpoint_state(state["strategy"])
+        _set_rng_state(state["rng"])
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        _warn(f"[{label}] checkpoint {files[-1]} does not fit this strategy ({type(exc).__name__}: {first}); "
+              "starting the cell over")
+        _clear_checkpoints(ckpt_dir)
+        return None
     if log is not None:
         log(f"[{label}] resuming after experience {exp + 1}/{T} from {files[-1]}")
-    return exp + 1, list(state["rows"]), list(state["timings"])
+    return exp + 1, rows, timings
 
 
 def _clear_checkpoints(ckpt_dir: Path) -> None:
     if ckpt_dir.is_dir():
-        for f in ckpt_dir.glob("*.pt"):
-            f.unlink()
+        for f in ckpt_dir.iterdir():
+            if f.is_file():
+                f.unlink()
         try:
             ckpt_dir.rmdir()
         except OSError:
@@ -329,36 +412,68 @@ def _quiet_avalanche_deprecations() -> Iterator[None]:
 
 def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False,
                  log: Callable[[str], None] | None = print) -> Path:
-    """Run every (strategy, seed) cell not yet finished; rewrite summary.csv; return out_dir."""
-    with _quiet_avalanche_deprecations():
-        return _run_protocol(protocol, out_dir=out_dir, force=force, log=log)
+    """Run every (strategy, seed) cell not yet finished; rewrite summary.csv; return out_dir.
 
-
-def _run_protocol(protocol: Protocol, *, out_dir: Path, force: bool, log: Callable[[str], None] | None) -> Path:
+    Every setting is checked against the dataset before any cell trains; the run folder is
+    locked for the whole run (one writer); a finished cell is skipped only when it was made
+    with the same settings; file-system failures end the run with one line.
+    """
     import torch
 
-    from cil import results
+    from cil import results, runfolder
+    from cil.strategies import registry
     from cil.streams import protocol_stream
 
-    torch.set_num_threads(protocol.threads)
-    resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
-    dataset, stream = protocol_stream(protocol)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if log is not None:
-        log(f"protocol {protocol.name}: dataset {protocol.dataset} ({dataset.n_classes} classes, "
-            f"{len(dataset.y_train)} train / {len(dataset.y_test)} test), {stream.n_experiences} experiences, "
-            f"class order {stream.class_order}; results in {out_dir}")
+    with _quiet_avalanche_deprecations():
+        torch.set_num_threads(protocol.threads)
+        resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
+        dataset, stream = protocol_stream(protocol)
+        for entry in protocol.strategies:  # settings that depend on the images, before any cell trains
+            registry.validate_params(entry.strategy, entry.params, where=f"strategies.{entry.name}",
+                                     image_shape=dataset.image_shape)
+        runfolder.prepare(out_dir)
+        with runfolder.RunLock(out_dir):
+            try:
+                runfolder.sweep_temp_files(out_dir)
+                todo = _cells_to_run(protocol, out_dir, force=force, log=log)
+                if log is not None:
+                    log(f"protocol {protocol.name}: dataset {protocol.dataset} ({dataset.n_classes} classes, "
+                        f"{len(dataset.y_train)} train / {len(dataset.y_test)} test), {stream.n_experiences} "
+                        f"experiences, class order {stream.class_order}; results in {out_dir}")
+                for entry, seed in todo:
+                    t0 = time.perf_counter()
+                    m = run_cell(protocol, entry, seed, dataset=dataset, stream=stream, out_dir=out_dir,
+                                 device_name=protocol.device, log=log, force=force)
+                    if log is not None:
+                        log(f"[{entry.name} seed {seed}] final accuracy {m['final_accuracy']:.4f}, forgetting "
+                            f"{m['average_forgetting']:.4f} ({time.perf_counter() - t0:.1f} s)")
+                results.write_summary(out_dir)
+            except OSError as exc:
+                raise os_error(exc) from None
+    return out_dir
+
+
+def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callable[[str], None] | None
+                  ) -> list[tuple[StrategyEntry, int]]:
+    """The (entry, seed) cells to run. A finished cell is skipped when its stored settings equal
+    the protocol's; one made with other settings stops the run (before any cell trains) with a
+    line naming the differing keys, unless ``force``."""
+    from cil import results
+
+    todo = []
     for seed in protocol.seeds:
         for entry in protocol.strategies:
-            if not force and results.cell_done(out_dir, entry.name, seed):
-                if log is not None:
-                    log(f"[{entry.name} seed {seed}] already done, skipping (use --force to rerun)")
+            if force or not results.cell_done(out_dir, entry.name, seed):
+                todo.append((entry, seed))
                 continue
-            t0 = time.perf_counter()
-            m = run_cell(protocol, entry, seed, dataset=dataset, stream=stream, out_dir=out_dir,
-                         device_name=protocol.device, log=log)
+            cell = results.cell_dir(out_dir, entry.name, seed)
+            stored = results.read_cell_config(cell)
+            diffs = settings_differences(stored, cell_settings(protocol, entry))
+            if diffs:
+                more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+                raise UserError(f"{cell} was finished with other settings ({'; '.join(diffs[:3])}{more}); "
+                                "rerun with --force to replace it, or choose another --out")
             if log is not None:
-                log(f"[{entry.name} seed {seed}] final accuracy {m['final_accuracy']:.4f}, forgetting "
-                    f"{m['average_forgetting']:.4f} ({time.perf_counter() - t0:.1f} s)")
-    results.write_summary(out_dir)
-    return out_dir
+                log(f"[{entry.name} seed {seed}] already done with the same settings, skipping "
+                    "(use --force to rerun)")
+    return todo

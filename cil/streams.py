@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from cil.data import ImageDataset, load_dataset
+from cil.data.base import check_dataset
 from cil.errors import UserError
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def build_stream(ds: ImageDataset, *, n_experiences: int | None = 5, classes_per
 
 def protocol_stream(protocol: "Protocol") -> tuple[ImageDataset, Stream]:
     """The dataset and stream a protocol's runs use (scripts that re-examine a run build the same)."""
-    dataset = load_dataset(protocol.dataset, root=protocol.data_root)
+    dataset = check_dataset(load_dataset(protocol.dataset, root=protocol.data_root))
     s = protocol.stream
     return dataset, build_stream(dataset, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,
                                  first_exp_classes=s.first_exp_classes, class_order=s.class_order,

@@ -8,12 +8,56 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from cil.errors import UserError
 
 
+@dataclass(frozen=True)
+class Range:
+    """A bound on a number, attached to a type hint: ``Annotated[int, Range(min=1)]``.
+
+    ``min``/``max`` are inclusive, ``gt`` is an exclusive lower bound. The registry and the
+    protocol loader check it together with the type, so a bad value fails when the protocol
+    is loaded, before any cell trains.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    gt: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " and ".join(parts)
+
+    def check(self, value: Any, where: str) -> None:
+        if value is None:
+            return
+        bad = ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+               or (self.gt is not None and value <= self.gt) or value != value)  # NaN fails every bound
+        if bad:
+            raise UserError(f"{where} must be {self.describe()}, got {value!r}")
+
+
+PositiveInt = Annotated[int, Range(min=1)]
+NonNegativeInt = Annotated[int, Range(min=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(min=0)]
+Fraction = Annotated[float, Range(min=0, max=1)]
+
+
 def type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        inner, *extras = typing.get_args(tp)
+        bounds = " and ".join(e.describe() for e in extras if isinstance(e, Range))
+        return f"{type_name(inner)} {bounds}".strip()
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -22,6 +66,13 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        inner, *extras = typing.get_args(tp)
+        value = coerce(value, inner, where)
+        for extra in extras:
+            if isinstance(extra, Range):
+                extra.check(value, where)
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -64,8 +115,6 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
     raise UserError(f"{where}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
 
 
 def check_keys(data: Any, allowed: typing.Iterable[str], where: str) -> dict:

@@ -254,8 +254,8 @@ def test_checkpoints_made_with_other_settings_are_not_resumed(tmp_path, monkeypa
     changed = ["--set", "strategies.varc.prune=[[2, 2]]"]  # scoring changed: old evaluations are void
     capsys.readouterr()
     assert main(["run", str(path), "--out", str(tmp_path / "b"), *changed]) == 0
-    out = capsys.readouterr().out
-    assert "other settings; starting the cell over" in out and "resuming" not in out
+    shown = capsys.readouterr()
+    assert "other settings; starting the cell over" in shown.err and "resuming" not in shown.out
     assert main(["run", str(path), "--out", str(tmp_path / "c"), "--quiet", *changed]) == 0
     b = (tmp_path / "b" / "varc" / "seed0" / "accuracy_matrix.csv").read_text()
     assert b == (tmp_path / "c" / "varc" / "seed0" / "accuracy_matrix.csv").read_text()

@@ -63,6 +63,17 @@ class VARConfig:
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16"
 
     def __post_init__(self) -> None:
+        for name in ("in_channels", "image_size", "tok_channels", "latent_dim", "width", "depth", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.downsample < 0:
+            raise ValueError(f"downsample must be >= 0 (stride-2 stages), got {self.downsample}")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not 0.0 <= self.phi_ratio <= 1.0:
+            raise ValueError(f"phi_ratio {self.phi_ratio} must lie in [0, 1]")
+        if not self.commit_beta >= 0.0:
+            raise ValueError(f"commit_beta must be >= 0, got {self.commit_beta}")
         object.__setattr__(self, "patch_nums", tuple(int(p) for p in self.patch_nums))
         pn = self.patch_nums
         if not pn or pn[0] != 1:

@@ -19,6 +19,7 @@ V codes, D width, Cv latent channels.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 from pathlib import Path
@@ -356,7 +357,9 @@ class VARModel(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "extra": extra or {},
         }
-        atomic_write(path, lambda f: torch.save(payload, f))
+        buffer = io.BytesIO()  # serialise first: a full disk then fails as an OSError, not inside torch
+        torch.save(payload, buffer)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "VARModel":

@@ -85,3 +85,18 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None) -> ImageDa
     module, func = _LOADERS[name].split(":")
     loader: Loader = getattr(importlib.import_module(module), func)
     return loader(data_root(root))
+
+
+def check_dataset(ds: ImageDataset) -> ImageDataset:
+    """What class-incremental learning needs of any dataset: two classes or more, and every
+    class with training and test images (a class without test images has no accuracy)."""
+    if ds.n_classes < 2:
+        raise UserError(f"dataset {ds.name} has {ds.n_classes} class; class-incremental learning needs at least 2")
+    for split, y in (("training", ds.y_train), ("test", ds.y_test)):
+        counts = np.bincount(y, minlength=ds.n_classes)
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            names = ", ".join(f"{int(c)} ({ds.class_names[c]})" for c in empty[:5])
+            raise UserError(f"dataset {ds.name}: class {names} has no {split} images; every class needs "
+                            f"training and test images")
+    return ds

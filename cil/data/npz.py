@@ -43,7 +43,11 @@ def _images(name: str, x: np.ndarray, where: str) -> np.ndarray:
                             "integer images must be 0..255")
         return x.astype(np.uint8)
     if np.issubdtype(x.dtype, np.floating):
-        if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        if not np.isfinite(x).all():
+            bad = "NaN" if np.isnan(x).any() else "infinite"
+            raise UserError(f"{where}: {name} ({x.dtype}) holds {bad} values; every pixel must be a number in "
+                            "[0, 1] (or give uint8 0..255)")
+        if x.min() < 0 or x.max() > 1:
             raise UserError(f"{where}: {name} ({x.dtype}) has values outside [0, 1]; float images must be in [0, 1] "
                             "(or give uint8 0..255)")
         return np.rint(x * 255.0).astype(np.uint8)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cil.errors import UserError
 from cil.strategies.registry import StrategyContext, register
+from cil.typecheck import NonNegativeFloat, PositiveInt
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -18,14 +18,12 @@ else:  # the registry resolves hints at import time; avalanche is imported only 
 def build_gem(
     ctx: StrategyContext,
     *,
-    patterns_per_exp: int = 256,  # Avalanche examples/gem_agem_mnist.py, split MNIST (93.3% reported there)
-    memory_strength: float = 0.5,  # same file; margin added to the projected gradient
+    patterns_per_exp: PositiveInt = 256,  # Avalanche examples/gem_agem_mnist.py, split MNIST (93.3% reported there)
+    memory_strength: NonNegativeFloat = 0.5,  # same file; margin added to the projected gradient
 ) -> SupervisedTemplate:
     """Gradient Episodic Memory (Lopez-Paz & Ranzato 2017, NeurIPS): a quadratic program
     projects each gradient so that the loss on every past experience's memory does not rise.
     Needs the ``quadprog`` solver."""
-    if patterns_per_exp < 1:
-        raise UserError(f"strategies.gem.patterns_per_exp must be >= 1, got {patterns_per_exp}")
     from avalanche.training import GEM
 
     return GEM(**ctx.template_kwargs(ctx.make_model()), patterns_per_exp=patterns_per_exp,
@@ -36,15 +34,12 @@ def build_gem(
 def build_agem(
     ctx: StrategyContext,
     *,
-    patterns_per_exp: int = 256,  # Avalanche examples/gem_agem_mnist.py, split MNIST
-    sample_size: int = 256,  # same file: memory samples drawn per step for the reference gradient
+    patterns_per_exp: PositiveInt = 256,  # Avalanche examples/gem_agem_mnist.py, split MNIST
+    sample_size: PositiveInt = 256,  # same file: memory samples drawn per step for the reference gradient
 ) -> SupervisedTemplate:
     """Averaged GEM (Chaudhry, Ranzato, Rohrbach & Elhoseiny 2019, ICLR): one reference
     gradient from a random memory sample replaces GEM's per-experience constraints; the
     update is projected only when it points against it."""
-    if patterns_per_exp < 1 or sample_size < 1:
-        raise UserError(f"strategies.agem: patterns_per_exp and sample_size must be >= 1, "
-                        f"got {patterns_per_exp} and {sample_size}")
     from avalanche.training import AGEM
 
     return AGEM(**ctx.template_kwargs(ctx.make_model()), patterns_per_exp=patterns_per_exp,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cil.errors import UserError
 from cil.strategies.registry import StrategyContext, register
+from cil.typecheck import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_keys, coerce
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -41,6 +42,56 @@ def _scoring(prune: list, smooth_samples: int, smooth_std: float, where: str, nu
         return ScoringConfig(prune=stages, smooth_samples=smooth_samples, smooth_std=smooth_std)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{where}: {exc}") from exc
+
+
+# VARConfig fields a protocol may not set under ``model``, and what sets them instead.
+_MODEL_KEYS_SET_ELSEWHERE = {"in_channels": "the dataset's images", "image_size": "the dataset's images",
+                             "head": "the strategy's own 'head' key", "device": "the protocol's 'device'"}
+_REPORT_KEYS = ("prune", "smooth_samples", "smooth_std")
+
+
+def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int] | None) -> None:
+    """Validate the VAR settings a type hint cannot: the nested ``model`` mapping (known keys,
+    types; with the dataset's image shape, the whole model configuration), ``head``,
+    ``tokenizer_data``, the pruning schedule, smoothing and ``report_settings``."""
+    import dataclasses
+    import typing
+
+    from varc.config import VARConfig, parse_head, preset_for_shape
+
+    hints = typing.get_type_hints(VARConfig)
+    allowed = [f.name for f in dataclasses.fields(VARConfig) if f.name not in _MODEL_KEYS_SET_ELSEWHERE]
+    for key, value in params["model"].items():
+        if key in _MODEL_KEYS_SET_ELSEWHERE:
+            raise UserError(f"{where}.model.{key} is set by {_MODEL_KEYS_SET_ELSEWHERE[key]}, not here; "
+                            f"allowed keys: {', '.join(allowed)}")
+        if key not in allowed:
+            raise UserError(f"{where}.model: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        coerce(value, hints[key], f"{where}.model.{key}")
+    try:
+        parse_head(params["head"])
+    except ValueError as exc:
+        raise UserError(f"{where}.head: {exc}") from None
+    if params["tokenizer_data"] is not None:
+        from cil.data import available_datasets
+
+        name = params["tokenizer_data"]
+        if not name.startswith("npz:") and name not in available_datasets():
+            raise UserError(f"{where}.tokenizer_data: unknown dataset {name!r}; choose one of: "
+                            f"{', '.join(available_datasets())}")
+    reports = [check_keys(extra, _REPORT_KEYS, f"{where}.report_settings[{i}]")
+               for i, extra in enumerate(params["report_settings"])]
+    if image_shape is None:
+        return
+    try:
+        cfg = preset_for_shape(image_shape, head=params["head"], device="cpu", **params["model"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}.model: {exc}") from None
+    num_scales = len(cfg.patch_nums)
+    _scoring(params["prune"], params["smooth_samples"], params["smooth_std"], where, num_scales)
+    for i, extra in enumerate(reports):
+        _scoring(extra.get("prune", []), extra.get("smooth_samples", 1), extra.get("smooth_std", 0.0),
+                 f"{where}.report_settings[{i}]", num_scales)
 
 
 def report_order(n_images: int):
@@ -150,8 +201,6 @@ def _classes():
 
         def _report_scorings(self, name: str, n: int, main) -> list:
             """Plain VARC, each A-VARC+ inference part alone, the extra settings, the full setting."""
-            from cil.typecheck import check_keys
-
             out = [_scoring([], 1, 0.0, name, n)]
             if main.prune:
                 out.append(_scoring([list(st) for st in main.prune], 1, 0.0, name, n))
@@ -159,7 +208,7 @@ def _classes():
                 out.append(_scoring([], main.smooth_samples, main.smooth_std, name, n))
             for i, extra in enumerate(self.settings["report_settings"]):
                 where = f"strategies.{name}.report_settings[{i}]"
-                extra = check_keys(extra, ["prune", "smooth_samples", "smooth_std"], where)
+                extra = check_keys(extra, _REPORT_KEYS, where)
                 out.append(_scoring(extra.get("prune", []), extra.get("smooth_samples", 1),
                                     extra.get("smooth_std", 0.0), where, n))
             return out + [main]
@@ -290,23 +339,23 @@ def build_varc(
     head_init: Literal["random", "null"] = "null",  # new class starts as a copy of the null class
     trunk: Literal["frozen", "finetune"] = "frozen",
     tokenizer_data: str | None = None,  # dataset whose training images train the tokenizer; None = exp 1
-    tokenizer_epochs: int = 3,
-    tokenizer_lr: float = 2e-3,
-    trunk_epochs: int = 4,  # trunk + first heads, first experience
-    trunk_lr: float = 2e-3,
-    head_epochs: int = 4,  # new heads, later experiences
-    head_lr: float = 5e-3,
-    batch_size: int = 64,
+    tokenizer_epochs: PositiveInt = 3,
+    tokenizer_lr: PositiveFloat = 2e-3,
+    trunk_epochs: PositiveInt = 4,  # trunk + first heads, first experience
+    trunk_lr: PositiveFloat = 2e-3,
+    head_epochs: PositiveInt = 4,  # new heads, later experiences
+    head_lr: PositiveFloat = 5e-3,
+    batch_size: PositiveInt = 64,
     prior: Literal["uniform", "frequency"] = "uniform",
     prune: list = [],  # [[num_scales, keep(, margin_nats)], ..., ["full", 1]]; [] = every class on all scales
-    smooth_samples: int = 1,
-    smooth_std: float = 0.0,
-    cca_epochs: int = 0,
-    cca_lr: float = 1e-4,
-    cca_beta: float = 0.02,
-    cca_lambda: float = 1.0,
+    smooth_samples: PositiveInt = 1,
+    smooth_std: NonNegativeFloat = 0.0,
+    cca_epochs: NonNegativeInt = 0,
+    cca_lr: PositiveFloat = 1e-4,
+    cca_beta: PositiveFloat = 0.02,
+    cca_lambda: NonNegativeFloat = 1.0,
     report_settings: list = [],  # extra inference settings to time on the final model
-    report_limit: int | None = None,  # inference report on a fixed random N of the test images
+    report_limit: PositiveInt | None = None,  # inference report on a fixed random N of the test images
 ) -> SupervisedTemplate:
     """VARC: a VAR model as generative classifier, argmax_y log p(x|y) + log p(y) (Chen, Inouye, Gao 2025)."""
     _, strategy_cls = _classes()
@@ -328,8 +377,8 @@ def _variant(fn, doc: str, **defaults):
     return wrapper
 
 
-register("varc")(build_varc)
-build_avarc_plus = register("avarc_plus")(_variant(
+register("varc", check=check_settings)(build_varc)
+build_avarc_plus = register("avarc_plus", check=check_settings)(_variant(
     build_varc,
     "A-VARC+: VARC with CCA fine-tuning, candidate pruning and likelihood smoothing (Chen, Inouye, Gao 2025).",
     prune=[[2, 3], ["full", 1]], smooth_samples=2, smooth_std=0.05, cca_epochs=1,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from cil.errors import UserError
 from cil.strategies.registry import StrategyContext, register
+from cil.typecheck import PositiveInt
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -17,7 +18,7 @@ else:  # the registry resolves hints at import time; avalanche is imported only 
 def build_icarl(
     ctx: StrategyContext,
     *,
-    memory_size: int = 2000,  # continual-learning-baselines split_cifar100/icarl.py and the paper (K=2000)
+    memory_size: PositiveInt = 2000,  # continual-learning-baselines split_cifar100/icarl.py and the paper (K=2000)
     fixed_memory: bool = True,  # same file: memory_size is shared by all classes seen so far
 ) -> SupervisedTemplate:
     """iCaRL (Rebuffi, Kolesnikov, Sperl & Lampert 2017, CVPR): the feature extractor learns
@@ -30,8 +31,6 @@ def build_icarl(
     mean averages the exemplars' features with those of their horizontal mirror images (the
     paper's CIFAR augmentation), for every dataset.
     """
-    if memory_size < 1:
-        raise UserError(f"strategies.icarl.memory_size must be >= 1, got {memory_size}")
     from avalanche.training import ICaRL
 
     model = ctx.make_model()

@@ -99,6 +99,12 @@ class Param:
     default: Any
 
 
+# check(params, where=..., image_shape=...): settings a type hint cannot express (nested
+# mappings, combinations of keys). Called with image_shape=None when the protocol is loaded,
+# and again with the dataset's (C, H, W) before the first cell trains; raises UserError.
+Check = Callable[..., None]
+
+
 @dataclass(frozen=True)
 class StrategySpec:
     name: str
@@ -106,19 +112,23 @@ class StrategySpec:
     help: str
     params: dict[str, Param]
     module: str
+    check: Check | None = None
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
 _discovered = False
 
 
-def register(name: str, *, help: str = "") -> Callable[[Builder], Builder]:
-    """Decorator: make ``builder`` available as strategy ``name``."""
+def register(name: str, *, help: str = "", check: Check | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: make ``builder`` available as strategy ``name``.
+
+    ``check`` validates what the parameters' type hints cannot (see :data:`Check`); bounds on
+    numbers go in the hints themselves (``cil.typecheck.PositiveInt`` and friends)."""
 
     def deco(builder: Builder) -> Builder:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"strategy {name!r} registered twice ({_REGISTRY[name].module}, {builder.__module__})")
-        hints = typing.get_type_hints(builder)
+        hints = typing.get_type_hints(builder, include_extras=True)
         params = {}
         for p in inspect.signature(builder).parameters.values():
             if p.kind is inspect.Parameter.KEYWORD_ONLY:
@@ -126,7 +136,7 @@ def register(name: str, *, help: str = "") -> Callable[[Builder], Builder]:
                     raise ValueError(f"strategy {name!r}: parameter {p.name!r} needs a default")
                 params[p.name] = Param(p.name, hints.get(p.name, Any), p.default)
         doc = help or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__)
+        _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__, check)
         return builder
 
     return deco
@@ -165,20 +175,25 @@ def get(name: str) -> StrategySpec:
     return _REGISTRY[name]
 
 
-def validate_params(name: str, given: dict | None) -> dict:
-    """Check a strategy's YAML keys and value types; return them with defaults filled in."""
+def validate_params(name: str, given: dict | None, *, where: str | None = None,
+                    image_shape: tuple[int, int, int] | None = None) -> dict:
+    """Check a strategy's YAML keys, value types and bounds, and its own ``check`` (with the
+    dataset's image shape when known); return the settings with defaults filled in."""
     spec = get(name)
+    where = where or f"strategies.{name}"
     given = dict(given or {})
     unknown = sorted(set(given) - set(spec.params))
     if unknown:
         allowed = ", ".join(spec.params) or "(none)"
-        raise UserError(f"strategy {name!r}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
     out = {}
     for pname, param in spec.params.items():
         if pname in given:
-            out[pname] = coerce(given[pname], param.type, f"strategies.{name}.{pname}")
+            out[pname] = coerce(given[pname], param.type, f"{where}.{pname}")
         else:
             out[pname] = param.default
+    if spec.check is not None:
+        spec.check(out, where=where, image_shape=image_shape)
     return out
 
 

@@ -8,10 +8,11 @@ own ``examples/*_mnist.py``); each default says where it comes from.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cil.errors import UserError
 from cil.strategies.registry import StrategyContext, register
+from cil.typecheck import NonNegativeFloat, PositiveFloat, Range
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -19,20 +20,24 @@ else:  # the registry resolves hints at import time; avalanche is imported only 
     SupervisedTemplate = Any
 
 
-@register("ewc", help="Elastic Weight Consolidation (Kirkpatrick et al. 2017)")
+def _check_ewc(params: dict, *, where: str, image_shape: tuple[int, int, int] | None) -> None:
+    if params["mode"] == "online" and params["decay_factor"] is None:
+        raise UserError(f"{where}: mode 'online' needs decay_factor (a number in (0, 1], e.g. 0.1)")
+    if params["mode"] == "separate" and params["decay_factor"] is not None:
+        raise UserError(f"{where}: decay_factor is used only with mode 'online'; remove it or set mode: online")
+
+
+@register("ewc", help="Elastic Weight Consolidation (Kirkpatrick et al. 2017)", check=_check_ewc)
 def build_ewc(
     ctx: StrategyContext,
     *,
-    ewc_lambda: float = 0.4,  # Avalanche examples/ewc_mnist.py, split MNIST default
+    ewc_lambda: NonNegativeFloat = 0.4,  # Avalanche examples/ewc_mnist.py, split MNIST default
     mode: Literal["separate", "online"] = "separate",  # one penalty per experience, as in the paper
-    decay_factor: float | None = None,  # only for mode: online (Schwarz et al. 2018); Avalanche suggests 0.1
+    # only for mode: online (Schwarz et al. 2018); Avalanche suggests 0.1
+    decay_factor: Annotated[float, Range(gt=0, max=1)] | None = None,
 ) -> SupervisedTemplate:
     """Elastic Weight Consolidation (Kirkpatrick et al. 2017, PNAS): a quadratic penalty
     weighted by the diagonal Fisher information anchors weights important to old experiences."""
-    if mode == "online" and decay_factor is None:
-        raise UserError("strategies.ewc: mode 'online' needs decay_factor (a number in (0, 1], e.g. 0.1)")
-    if mode == "separate" and decay_factor is not None:
-        raise UserError("strategies.ewc: decay_factor is used only with mode 'online'; remove it or set mode: online")
     from avalanche.training import EWC
 
     return EWC(**ctx.template_kwargs(ctx.make_model()), ewc_lambda=ewc_lambda, mode=mode,
@@ -43,8 +48,8 @@ def build_ewc(
 def build_si(
     ctx: StrategyContext,
     *,
-    si_lambda: float = 1.0,  # continual-learning-baselines split_mnist/synaptic_intelligence.py
-    eps: float = 1e-3,  # same file ('si_eps'); damping of the importance denominator
+    si_lambda: NonNegativeFloat = 1.0,  # continual-learning-baselines split_mnist/synaptic_intelligence.py
+    eps: PositiveFloat = 1e-3,  # same file ('si_eps'); damping of the importance denominator
 ) -> SupervisedTemplate:
     """Synaptic Intelligence (Zenke, Poole & Ganguli 2017, ICML): per-weight importance is the
     path integral of gradient times update, and a quadratic penalty protects important weights."""
@@ -66,21 +71,24 @@ class _PerExperience(list):
         return super().__getitem__(index)
 
 
-@register("lwf", help="Learning without Forgetting (Li & Hoiem 2016)")
+def _check_lwf(params: dict, *, where: str, image_shape: tuple[int, int, int] | None) -> None:
+    if isinstance(params["alpha"], list) and not params["alpha"]:
+        raise UserError(f"{where}.alpha: give a number or a non-empty list, one value per experience")
+
+
+@register("lwf", help="Learning without Forgetting (Li & Hoiem 2016)", check=_check_lwf)
 def build_lwf(
     ctx: StrategyContext,
     *,
     # Per-experience distillation weights of continual-learning-baselines
     # split_mnist/lwf.py, the schedule of van de Ven et al. 2019 ("Three scenarios for
     # continual learning"); a single number applies to every experience.
-    alpha: float | list[float] = [0.0, 0.5, 1.33333, 2.25, 3.2],  # noqa: B006 (read only)
-    temperature: float = 2.0,  # same file; also the value of Li & Hoiem 2016
+    alpha: NonNegativeFloat | list[NonNegativeFloat] = [0.0, 0.5, 1.33333, 2.25, 3.2],  # noqa: B006 (read only)
+    temperature: PositiveFloat = 2.0,  # same file; also the value of Li & Hoiem 2016
 ) -> SupervisedTemplate:
     """Learning without Forgetting (Li & Hoiem 2016, ECCV): knowledge distillation from the
     model saved after the previous experience keeps its outputs on old classes."""
     if isinstance(alpha, (list, tuple)):
-        if not alpha:
-            raise UserError("strategies.lwf.alpha: give a number or a non-empty list, one value per experience")
         alpha = _PerExperience(float(a) for a in alpha)
     from avalanche.training import LwF
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cil.errors import UserError
 from cil.strategies.registry import StrategyContext, register
+from cil.typecheck import NonNegativeFloat, PositiveInt
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -14,18 +14,12 @@ else:  # the registry resolves hints at import time; avalanche is imported only 
     SupervisedTemplate = Any
 
 
-def _positive(strategy: str, key: str, value: int) -> int:
-    if value < 1:
-        raise UserError(f"strategies.{strategy}.{key} must be a positive number of samples, got {value}")
-    return value
-
-
 @register("replay", help="Experience replay from a random buffer split evenly over experiences (Rolnick et al. 2019)")
 def build_replay(
     ctx: StrategyContext,
     *,
-    mem_size: int = 200,  # Avalanche's Replay default; the split-MNIST protocol also runs 500
-    batch_size_mem: int | None = None,  # buffer samples per step; None = the training minibatch (Avalanche)
+    mem_size: PositiveInt = 200,  # Avalanche's Replay default; the split-MNIST protocol also runs 500
+    batch_size_mem: PositiveInt | None = None,  # buffer samples per step; None = the training minibatch (Avalanche)
 ) -> SupervisedTemplate:
     """Experience replay (Rolnick et al. 2019, "Experience Replay for Continual Learning"):
     each minibatch of the new experience is trained together with ``batch_size_mem`` samples
@@ -33,11 +27,10 @@ def build_replay(
     from avalanche.training import Naive, Replay
     from avalanche.training.plugins import ReplayPlugin
 
-    mem_size = _positive("replay", "mem_size", mem_size)
     if batch_size_mem is None:
         return Replay(**ctx.template_kwargs(ctx.make_model()), mem_size=mem_size)
     kwargs = ctx.template_kwargs(ctx.make_model())
-    plugin = ReplayPlugin(mem_size=mem_size, batch_size_mem=_positive("replay", "batch_size_mem", batch_size_mem))
+    plugin = ReplayPlugin(mem_size=mem_size, batch_size_mem=batch_size_mem)
     kwargs["plugins"] = [*(kwargs["plugins"] or []), plugin]
     return Naive(**kwargs)
 
@@ -46,30 +39,28 @@ def build_replay(
 def build_gdumb(
     ctx: StrategyContext,
     *,
-    mem_size: int = 4400,  # continual-learning-baselines split_mnist/gdumb.py
+    mem_size: PositiveInt = 4400,  # continual-learning-baselines split_mnist/gdumb.py
 ) -> SupervisedTemplate:
     """GDumb (Prabhu, Torr & Dokania 2020, ECCV): greedily keep a class-balanced buffer of
     ``mem_size`` samples and, at every experience, train a freshly initialised model on the
     buffer alone (for the protocol's epochs)."""
     from avalanche.training import GDumb
 
-    return GDumb(**ctx.template_kwargs(ctx.make_model()), mem_size=_positive("gdumb", "mem_size", mem_size))
+    return GDumb(**ctx.template_kwargs(ctx.make_model()), mem_size=mem_size)
 
 
 @register("der", help="Dark Experience Replay (Buzzega et al. 2020)")
 def build_der(
     ctx: StrategyContext,
     *,
-    mem_size: int = 200,  # Avalanche DER default; the smallest buffer of Buzzega et al. 2020
-    batch_size_mem: int | None = None,  # replayed samples per step; None = the training minibatch size
-    alpha: float = 0.1,  # Avalanche DER default: weight of the logit-matching (MSE) term
-    beta: float = 0.5,  # Avalanche DER default: weight of the replayed-label CE term (DER++; 0 = plain DER)
+    mem_size: PositiveInt = 200,  # Avalanche DER default; the smallest buffer of Buzzega et al. 2020
+    batch_size_mem: PositiveInt | None = None,  # replayed samples per step; None = the training minibatch size
+    alpha: NonNegativeFloat = 0.1,  # Avalanche DER default: weight of the logit-matching (MSE) term
+    beta: NonNegativeFloat = 0.5,  # Avalanche DER default: weight of the replayed-label CE term (DER++; 0 = plain DER)
 ) -> SupervisedTemplate:
     """Dark Experience Replay++ (Buzzega et al. 2020, NeurIPS): replayed samples are trained to
     match the logits recorded when they were stored (``alpha``) and their labels (``beta``)."""
     from avalanche.training import DER
 
-    if batch_size_mem is not None:
-        _positive("der", "batch_size_mem", batch_size_mem)
-    return DER(**ctx.template_kwargs(ctx.make_model()), mem_size=_positive("der", "mem_size", mem_size),
+    return DER(**ctx.template_kwargs(ctx.make_model()), mem_size=mem_size,
                batch_size_mem=batch_size_mem, alpha=alpha, beta=beta)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from cil.errors import UserError
 from cil.strategies.registry import StrategyContext, register
+from cil.typecheck import Fraction, PositiveInt
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -47,8 +47,8 @@ def build_slda(
     features: Literal["pixels", "random"] = "random",
     # Width of the random projection (features: random only). Each sample updates an
     # n_features x n_features covariance, so the cost grows with its square.
-    n_features: int = 1024,
-    shrinkage: float = 1e-4,  # Avalanche StreamingLDA default, the value of Hayes & Kanan 2020
+    n_features: PositiveInt = 1024,
+    shrinkage: Fraction = 1e-4,  # Avalanche StreamingLDA default, the value of Hayes & Kanan 2020
     streaming_update_sigma: bool = True,  # update the shared covariance with every sample
 ) -> SupervisedTemplate:
     """Deep Streaming LDA (Hayes & Kanan 2020, CVPR-W): running class means and a shared
@@ -58,10 +58,6 @@ def build_slda(
     Each sample is seen once: the protocol's ``train_epochs`` is ignored (more passes would
     count samples twice). Uses no optimizer and ignores the protocol's backbone.
     """
-    if n_features < 1:
-        raise UserError(f"strategies.slda.n_features must be >= 1, got {n_features}")
-    if not 0.0 <= shrinkage <= 1.0:
-        raise UserError(f"strategies.slda.shrinkage must be in [0, 1], got {shrinkage}")
     import torch
     from avalanche.training import StreamingLDA
 
