@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ _COMMAND_MODULES = {
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from cil.config import load_protocol
-    from cil.runner import run_protocol
+    from cil.grid import run_protocol
 
     overrides = list(args.set or [])
     if args.seeds:
@@ -52,7 +53,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         protocol = dataclasses.replace(protocol, strategies=[e for e in protocol.strategies if e.name in wanted])
     out = Path(args.out) if args.out else Path("results") / protocol.name
-    run_protocol(protocol, out_dir=out, force=args.force, log=None if args.quiet else print)
+    if args.ray_address and args.workers is not None:
+        raise UserError("--workers sets the size of a local Ray instance; with --ray-address the cluster's "
+                        "resources decide how many cells run at once: drop one of the two")
+    workers = _workers(args.workers, protocol.threads)
+    # With --workers, a Ray cluster named by $RAY_ADDRESS takes the cells instead of a local instance.
+    address = args.ray_address or (os.environ.get("RAY_ADDRESS") or None if workers is not None else None)
+    run_protocol(protocol, out_dir=out, force=args.force, log=None if args.quiet else print,
+                 workers=None if address else workers, ray_address=address, verbose=args.verbose)
     if args.plot:
         from cil.report import write_report
 
@@ -62,6 +70,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"results written to {out}")
     return 0
+
+
+def _workers(value: str | None, threads: int) -> int | None:
+    """``--workers N`` or ``auto`` (the machine's cores divided by the protocol's threads)."""
+    if value is None:
+        return None
+    if value == "auto":
+        return max(1, (os.cpu_count() or 1) // threads)
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"--workers: expected a positive number of cells at once or 'auto', got {value!r}")
+    return int(value)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -110,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding fetched datasets (default $CIL_DATA or "
                      "~/.cache/varc-cil/data)")
     run.add_argument("--force", action="store_true", help="rerun cells that are already finished")
+    run.add_argument("--workers", metavar="N|auto",
+                     help="run N cells at once as tasks of a local Ray instance (auto: cores / threads); "
+                          "without it, cells run one after another in this process")
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="submit the cells to a running Ray cluster (e.g. auto, or HOST:6379); "
+                          "$RAY_ADDRESS is used with --workers")
+    run.add_argument("--verbose", action="store_true",
+                     help="with --workers/--ray-address: every cell's per-experience lines too")
     run.add_argument("--plot", action="store_true", help="draw the figures and write the report at the end")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
     run.set_defaults(func=_cmd_run)

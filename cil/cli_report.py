@@ -69,7 +69,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
         data = read_runs([Path(p) for p in args.run_dirs])
     if args.per_seed:
         rank = {name: k for k, name in enumerate(agg.strategy_order(data.summary["strategy"].unique()))}
-        table = data.summary.sort_values(["run", "strategy", "seed"],
+        table = data.summary.sort_values(["run", "strategy", "seed", "order"],
                                          key=lambda c: c.map(rank) if c.name == "strategy" else c)
         table = table if len(data.runs) > 1 else table.drop(columns="run")
         if args.format == "csv":

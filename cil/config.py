@@ -16,10 +16,10 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cil.errors import UserError
-from cil.typecheck import check_keys, coerce
+from cil.typecheck import PositiveFloat, check_keys, coerce
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +31,9 @@ class StreamConfig:
     first_exp_classes: int | None = None
     class_order: str | list[int] = "natural"  # natural | shuffled | explicit list
     class_order_seed: int = 0
+    # Several class orders as a grid axis: each item is natural, a seed (a shuffled order drawn
+    # from it) or an explicit list; replaces class_order/class_order_seed when given.
+    class_orders: list[str | int | list[int]] | None = None
     task_incremental: bool = False
 
 
@@ -54,12 +57,40 @@ TRAINING_OVERRIDES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
 
 @dataclass(frozen=True, kw_only=True)
 class StrategyEntry:
-    """One strategy of a protocol: a display name, the registered builder and its settings."""
+    """One strategy of a protocol: a display name, the registered builder and its settings.
+
+    ``resources`` is what one of its cells asks of a Ray cluster (``cpus``, ``gpus``; fractions
+    of a GPU allowed); empty means the protocol's threads and, on CUDA, one GPU.
+    """
 
     name: str
     strategy: str
     params: dict
     training: TrainingConfig
+    resources: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassOrder:
+    """One class order of the grid: a short label (folder names, tables) and how to draw it."""
+
+    label: str  # natural | order<seed> | custom<i>
+    order: str | list[int]  # natural | shuffled | explicit list
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One (strategy, training seed, class order) cell of the grid."""
+
+    entry: StrategyEntry
+    seed: int
+    order: ClassOrder
+
+    @property
+    def label(self) -> str:
+        """``replay_500 seed 1 order1``: how progress lines and errors name the cell."""
+        return f"{self.entry.name} seed {self.seed} {self.order.label}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +107,7 @@ class Protocol:
     threads: int = 1
     strategies: list[StrategyEntry] = field(default_factory=list)
     description: str = ""
+    pairing: str = "crossed"  # crossed: every seed with every class order; paired: seed k with order k
 
     def entry(self, name: str) -> StrategyEntry:
         for e in self.strategies:
@@ -83,9 +115,45 @@ class Protocol:
                 return e
         raise KeyError(name)
 
+    def class_orders(self) -> list[ClassOrder]:
+        """The class orders of the grid (one, unless ``stream.class_orders`` lists several)."""
+        s = self.stream
+        if s.class_orders is None:
+            return [_class_order(s.class_order, s.class_order_seed, 0)]
+        return [_class_order("shuffled" if isinstance(o, int) else o, o if isinstance(o, int) else 0, i)
+                for i, o in enumerate(s.class_orders)]
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the grid: seeds x class orders (crossed) or pairwise (paired), each with
+        every strategy, in the order a serial run takes them."""
+        orders = self.class_orders()
+        pairs = (list(zip(self.seeds, orders)) if self.pairing == "paired"
+                 else [(seed, order) for seed in self.seeds for order in orders])
+        return [Cell(entry=e, seed=seed, order=order) for seed, order in pairs for e in self.strategies]
+
+    def for_cell(self, cell: Cell) -> "Protocol":
+        """This protocol narrowed to one cell: its strategy and its class order (what the cell's
+        config.yaml records, and what decides its numbers)."""
+        stream = dataclasses.replace(self.stream, class_order=cell.order.order, class_order_seed=cell.order.seed,
+                                     class_orders=None)
+        return dataclasses.replace(self, stream=stream, strategies=[cell.entry])
+
+
+def _class_order(order: str | list[int], seed: int, index: int) -> ClassOrder:
+    if isinstance(order, list):
+        return ClassOrder(label=f"custom{index}", order=list(order), seed=0)
+    if order == "natural":
+        return ClassOrder(label="natural", order="natural", seed=0)
+    if order == "shuffled":
+        return ClassOrder(label=f"order{seed}", order="shuffled", seed=seed)
+    raise UserError(f"stream.class_orders[{index}]: expected natural, a seed (int) or a list of class ids, "
+                    f"got {order!r}")
+
 
 TOP_KEYS = ("name", "description", "dataset", "data_root", "stream", "training", "seeds", "device", "threads",
-            "strategies")
+            "pairing", "strategies")
+ENTRY_KEYS = ("strategy", "resources")  # what an entry may hold besides the strategy's own keys and overrides
+RESOURCE_KEYS = ("cpus", "gpus")
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -124,6 +192,22 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
     threads = coerce(raw.get("threads", 1), int, "threads")
     if threads < 1:
         raise UserError(f"threads must be >= 1, got {threads}")
+    pairing = coerce(raw.get("pairing", "crossed"), Literal["crossed", "paired"], "pairing")
+    if stream.class_orders is not None:
+        raw_stream = raw.get("stream") or {}
+        both = [k for k in ("class_order", "class_order_seed") if k in raw_stream]
+        if both:
+            raise UserError(f"stream: give class_orders or {' and '.join(both)}, not both")
+        if not stream.class_orders:
+            raise UserError("stream.class_orders: give at least one class order, e.g. [natural, 1, 2]")
+        for i, o in enumerate(stream.class_orders):
+            if isinstance(o, str) and o != "natural":
+                raise UserError(f"stream.class_orders[{i}]: expected natural, a seed (int) or a list of class "
+                                f"ids, got {o!r}")
+    n_orders = len(stream.class_orders or [None])
+    if pairing == "paired" and n_orders != len(seeds):
+        raise UserError(f"pairing: paired needs as many seeds as class orders, got {len(seeds)} seeds and "
+                        f"{n_orders} class orders; give equally many or use pairing: crossed")
     strategies_raw = raw.get("strategies")
     if not isinstance(strategies_raw, dict) or not strategies_raw:
         raise UserError("strategies: expected a mapping of strategy names to settings, e.g. {naive: {}, ewc: "
@@ -137,6 +221,8 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
             raise UserError(f"{where}: expected a mapping of settings (or {{}}), got {settings!r}")
         settings = dict(settings)
         builder = coerce(settings.pop("strategy", name), str, f"{where}.strategy")
+        resources = check_keys(settings.pop("resources", None), RESOURCE_KEYS, f"{where}.resources")
+        resources = {k: coerce(v, PositiveFloat, f"{where}.resources.{k}") for k, v in resources.items()}
         overrides = {k: settings.pop(k) for k in list(settings) if k in TRAINING_OVERRIDES}
         base = dataclasses.asdict(training)
         t_cfg = _build(TrainingConfig, {**base, **overrides}, where)
@@ -144,16 +230,17 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
         spec = registry.get(builder)
         unknown = [k for k in settings if k not in spec.params]
         if unknown:
-            allowed = ", ".join(list(spec.params) + ["strategy"] + list(TRAINING_OVERRIDES))
+            allowed = ", ".join(list(spec.params) + list(ENTRY_KEYS) + list(TRAINING_OVERRIDES))
             raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
         params = registry.validate_params(builder, settings, where=where)
-        entries.append(StrategyEntry(name=str(name), strategy=builder, params=params, training=t_cfg))
+        entries.append(StrategyEntry(name=str(name), strategy=builder, params=params, training=t_cfg,
+                                     resources=resources))
     name = coerce(raw.get("name", default_name), str, "name")
     return Protocol(name=name, description=coerce(raw.get("description", ""), str, "description"),
                     dataset=coerce(raw.get("dataset", "digits"), str, "dataset"),
                     data_root=coerce(raw.get("data_root"), str | None, "data_root"),
                     stream=stream, training=training, seeds=seeds, device=device, threads=threads,
-                    strategies=entries)
+                    strategies=entries, pairing=pairing)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -260,10 +347,12 @@ def resolved_dict(p: Protocol) -> dict:
     out = {
         "name": p.name, "description": p.description, "dataset": p.dataset, "data_root": p.data_root,
         "stream": dataclasses.asdict(p.stream), "training": dataclasses.asdict(p.training),
-        "seeds": list(p.seeds), "device": p.device, "threads": p.threads, "strategies": {},
+        "seeds": list(p.seeds), "device": p.device, "threads": p.threads, "pairing": p.pairing, "strategies": {},
     }
     for e in p.strategies:
         entry: dict[str, Any] = {"strategy": e.strategy, **e.params}
+        if e.resources:
+            entry["resources"] = dict(e.resources)
         for k, v in dataclasses.asdict(e.training).items():
             if v != out["training"][k]:
                 entry[k] = v

@@ -9,6 +9,10 @@ class UserError(Exception):
     """
 
 
+class DiskFullError(UserError):
+    """No space left where a file was being written: nothing later in the run could succeed."""
+
+
 def os_error(exc: OSError, *, path: object = None, size: int | None = None) -> UserError:
     """A file-system failure as one line that says what went wrong where, and what would help.
 
@@ -27,7 +31,7 @@ def os_error(exc: OSError, *, path: object = None, size: int | None = None) -> U
             except OSError:
                 continue
         need = f"{size / 2**20:.1f} MB needed" if size is not None else "no space left"
-        return UserError(f"disk full: cannot write {where} ({need}{free}); free some space or choose another --out")
+        return DiskFullError(f"disk full: cannot write {where} ({need}{free}); free some space or choose another --out")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
         return UserError(f"cannot write {where}: {why}; choose a writable --out")

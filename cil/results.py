@@ -40,9 +40,9 @@ INFERENCE_COLUMNS = KEY_COLUMNS + ["setting", "accuracy", "images_per_second",
                                    "token_forwards_per_image", "seconds_per_image"]
 METRIC_NAMES = ["final_accuracy", "average_incremental_accuracy", "average_forgetting", "bwt"]
 COST_NAMES = ["train_seconds", "eval_seconds", "peak_memory_mb"]
-SUMMARY_COLUMNS = KEY_COLUMNS + ["n_experiences"] + METRIC_NAMES + COST_NAMES
+SUMMARY_COLUMNS = KEY_COLUMNS + ["order", "n_experiences"] + METRIC_NAMES + COST_NAMES
 
-_SEED_DIR = re.compile(r"^seed(-?\d+)$")
+_SEED_DIR = re.compile(r"^seed(-?\d+)(?:_([A-Za-z0-9]+))?$")
 _BAD_NAME = re.compile(r"[/\\\x00]")
 
 
@@ -85,16 +85,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, data)
 
 
-def cell_dir(out_dir: Path, strategy: str, seed: int) -> Path:
-    """``out_dir/<strategy>/seed<k>``: the folder of one (strategy, seed) cell."""
+def cell_dir(out_dir: Path, strategy: str, seed: int, order: str | None = None) -> Path:
+    """``out_dir/<strategy>/seed<k>``, or ``seed<k>_<order>`` when the run has several class
+    orders: the folder of one (strategy, seed, class order) cell."""
     if not strategy or strategy in (".", "..") or _BAD_NAME.search(strategy):
         raise UserError(f"strategy name {strategy!r} cannot name a folder; use letters, digits, '_' or '-'")
-    return Path(out_dir) / strategy / f"seed{int(seed)}"
+    return Path(out_dir) / strategy / (f"seed{int(seed)}" + (f"_{order}" if order else ""))
 
 
-def cell_done(out_dir: Path, strategy: str, seed: int) -> bool:
+def cell_done(out_dir: Path, strategy: str, seed: int, order: str | None = None) -> bool:
     """True when the cell's ``metrics.json`` (written last) exists and parses as a JSON object."""
-    path = cell_dir(out_dir, strategy, seed) / METRICS_FILE
+    path = cell_dir(out_dir, strategy, seed, order) / METRICS_FILE
     try:
         return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
     except (OSError, ValueError):
@@ -129,8 +130,13 @@ def _csv_text(rows: list[dict], columns: list[str]) -> str:
 
 def write_cell(out_dir: Path, *, protocol: str, strategy: str, seed: int,
                accuracy_matrix: Sequence[Sequence[float]], timings: list[dict], metrics: dict,
-               config: dict, inference: list[dict] | None = None) -> Path:
+               config: dict, inference: list[dict] | None = None, order: str | None = None,
+               files: dict[str, bytes] | None = None) -> Path:
     """Write every file of one cell, ``metrics.json`` last, each atomically; return the cell folder.
+
+    ``order`` names the cell's class order in its folder (runs with several class orders);
+    ``files`` are extra files of the cell (the VAR classifier's ``model.pt``), written before
+    ``metrics.json`` marks the cell complete.
 
     ``metrics`` may hold just what the runner measured: missing stream metrics are computed
     from ``accuracy_matrix`` with :mod:`cil.metrics`, time totals and peak memory from
@@ -146,7 +152,7 @@ def write_cell(out_dir: Path, *, protocol: str, strategy: str, seed: int,
     if any(not (0.0 <= v <= 1.0) for row in R for v in row):
         raise ValueError("accuracy_matrix values must lie in [0, 1]")
     key = {"protocol": protocol, "strategy": strategy, "seed": seed}
-    folder = cell_dir(out_dir, strategy, seed)
+    folder = cell_dir(out_dir, strategy, seed, order)
     folder.mkdir(parents=True, exist_ok=True)
     # A rewrite starts by removing the completion mark, so a crash halfway leaves "incomplete".
     (folder / METRICS_FILE).unlink(missing_ok=True)
@@ -179,6 +185,9 @@ def write_cell(out_dir: Path, *, protocol: str, strategy: str, seed: int,
     else:
         inf_path.unlink(missing_ok=True)
 
+    for name, data in (files or {}).items():
+        atomic_write_bytes(folder / name, data)
+
     out = dict(_plain(metrics))
     out.update(key)
     computed = M.summarize(R)
@@ -195,8 +204,9 @@ def write_cell(out_dir: Path, *, protocol: str, strategy: str, seed: int,
     return folder
 
 
-def _iter_cell_dirs(out_dir: Path) -> Iterable[tuple[str, int, Path]]:
-    """(strategy, seed, folder) for every ``<strategy>/seed<k>`` folder, sorted."""
+def _iter_cell_dirs(out_dir: Path) -> Iterable[tuple[str, int, str | None, Path]]:
+    """(strategy, seed, order named by the folder or None, folder) for every
+    ``<strategy>/seed<k>[_<order>]`` folder, sorted."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
@@ -205,8 +215,22 @@ def _iter_cell_dirs(out_dir: Path) -> Iterable[tuple[str, int, Path]]:
         for sd in strat.iterdir():
             m = _SEED_DIR.match(sd.name)
             if m and sd.is_dir():
-                cells.append((strat.name, int(m.group(1)), sd))
-    return sorted(cells, key=lambda c: (c[0], c[1]))
+                cells.append((strat.name, int(m.group(1)), m.group(2), sd))
+    return sorted(cells, key=lambda c: (c[0], c[1], c[2] or ""))
+
+
+def _cell_order(m: dict, folder_order: str | None, config: dict | None) -> str:
+    """The cell's class-order label: metrics.json's, else the folder's, else from config.yaml
+    (cells written before class orders were a grid axis)."""
+    if m.get("order"):
+        return str(m["order"])
+    if folder_order:
+        return folder_order
+    stream = (config or {}).get("stream") or {}
+    order = stream.get("class_order", "natural")
+    if isinstance(order, list):
+        return "custom0"
+    return f"order{stream.get('class_order_seed', 0)}" if order == "shuffled" else "natural"
 
 
 def write_summary(out_dir: Path) -> Path:
@@ -216,13 +240,17 @@ def write_summary(out_dir: Path) -> Path:
     Incomplete cells are left out (with an :class:`IncompleteCellWarning`).
     """
     rows = []
-    for strategy, seed, folder in _iter_cell_dirs(out_dir):
+    for strategy, seed, folder_order, folder in _iter_cell_dirs(out_dir):
         path = folder / METRICS_FILE
         if not path.exists():
             warnings.warn(f"{folder}: incomplete cell (no {METRICS_FILE}); left out of the summary",
                           IncompleteCellWarning, stacklevel=2)
             continue
-        rows.append(_metrics_row(_read_metrics(path, strategy, seed)))
+        m = _read_metrics(path, strategy, seed)
+        if not m.get("order"):
+            config = _read_config(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
+            m["order"] = _cell_order(m, folder_order, config)
+        rows.append(_metrics_row(m))
     target = Path(out_dir) / SUMMARY_FILE
     atomic_write_text(target, _csv_text(rows, SUMMARY_COLUMNS))
     return target
@@ -425,7 +453,7 @@ def _read_one(run_dir: Path, run: str):
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder (expected the --out folder of `cil run`)")
     acc, tim, inf, summ, configs, incomplete = [], [], [], [], {}, []
-    for strategy, seed, folder in _iter_cell_dirs(run_dir):
+    for strategy, seed, folder_order, folder in _iter_cell_dirs(run_dir):
         mpath = folder / METRICS_FILE
         if not mpath.exists():
             warnings.warn(f"{folder}: incomplete cell (no {METRICS_FILE}, run interrupted?); skipped",
@@ -444,21 +472,24 @@ def _read_one(run_dir: Path, run: str):
         elif str(m["protocol"]) != str(protocol):
             raise _fail(mpath, f"protocol {m['protocol']!r} differs from {ACCURACY_FILE}'s {protocol!r}")
         m["n_experiences"] = T
-        acc.append(a)
-        tim.append(_read_timings(folder / TIMINGS_FILE, strategy, seed, T))
+        config = _read_config(folder / CONFIG_FILE)
+        m["order"] = order = _cell_order(m, folder_order, config)
+        acc.append(_with_order(a, order))
+        tim.append(_with_order(_read_timings(folder / TIMINGS_FILE, strategy, seed, T), order))
         if (folder / INFERENCE_FILE).exists():
-            inf.append(_read_inference(folder / INFERENCE_FILE, strategy, seed))
-        configs[(run, strategy, seed)] = _read_config(folder / CONFIG_FILE)
+            inf.append(_with_order(_read_inference(folder / INFERENCE_FILE, strategy, seed), order))
+        configs[(run, strategy, seed, order)] = config
         summ.append(_metrics_row(m))
     if not summ:
         raise UserError(f"{run_dir}: no completed cells (expected {run_dir}/<strategy>/seed<k>/{METRICS_FILE})")
 
     def frame(parts, columns):
-        df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+        df = (pd.concat(parts, ignore_index=True) if parts
+              else _with_order(pd.DataFrame(columns=columns), ""))
         df.insert(0, "run", run)
         return df
 
-    summary = pd.DataFrame(summ, columns=SUMMARY_COLUMNS)
+    summary = _with_order(pd.DataFrame(summ, columns=SUMMARY_COLUMNS), None)
     for c in ["n_experiences"] + METRIC_NAMES + COST_NAMES:
         summary[c] = summary[c].astype(float)
     summary["n_experiences"] = summary["n_experiences"].astype(int)
@@ -466,6 +497,16 @@ def _read_one(run_dir: Path, run: str):
     summary.insert(0, "run", run)
     return (frame(acc, ACCURACY_COLUMNS), frame(tim, TIMING_COLUMNS), summary,
             frame(inf, INFERENCE_COLUMNS), configs, incomplete)
+
+
+def _with_order(df: "pd.DataFrame", order: str | None) -> "pd.DataFrame":
+    """Add the cell's class-order label (``order``, unless present) and ``cell``, one name per
+    (seed, class order) cell: frames count and draw cells by ``cell``, never by seed alone."""
+    if "order" not in df.columns:
+        df.insert(df.columns.get_loc("seed") + 1, "order", order)
+    df.insert(df.columns.get_loc("order") + 1, "cell",
+              [f"{s}/{o}" for s, o in zip(df["seed"].astype(str) if len(df) else [], df["order"])])
+    return df
 
 
 def _run_names(run_dirs: list[Path]) -> list[str]:

@@ -1,10 +1,10 @@
-"""Run a protocol: every (strategy, seed) cell, experience by experience, into result files.
+"""One cell of a protocol: (strategy, training seed, class order) -> its records.
 
-For each cell: seed everything, build the strategy, then for each training experience train,
-evaluate on the whole test stream (Avalanche's accuracy metric, per experience) and record
-R[i][:], wall times and peak memory. Cells already finished are skipped unless ``force``.
-Strategies that can save their state (``checkpoint_state``/``load_checkpoint_state``) get a
-checkpoint per experience, and an interrupted cell resumes after the last one saved.
+Seed everything, build the strategy, then for each training experience train, evaluate on the
+whole test stream (Avalanche's accuracy metric, per experience) and record R[i][:], wall times
+and peak memory. Strategies that can save their state (``checkpoint_state`` /
+``load_checkpoint_state``) get a checkpoint per experience, and an interrupted cell resumes
+after the last one saved. Writing result files is the grid driver's job (``cil.grid``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from cil.config import Protocol, StrategyEntry, resolved_dict
+from cil.config import Cell, Protocol, resolved_dict
 from cil.errors import UserError, os_error
 
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/(?:Task\d+/)?Exp(\d+)$")
@@ -163,21 +163,39 @@ def _make_epoch_plugins(*, log: Callable[[str], None] | None, label: str) -> lis
     return plugins
 
 
-def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, stream, out_dir: Path,
-             device_name: str, log: Callable[[str], None] | None = print, force: bool = False) -> dict:
-    """Train and evaluate one strategy with one seed over the whole stream; write its files."""
+@dataclasses.dataclass
+class CellRecord:
+    """Everything a finished cell writes, as data: the driver of the grid is its only writer."""
+
+    cell: Cell
+    rows: list[list[float]]
+    timings: list[dict]
+    metrics: dict
+    config: dict
+    inference: list[dict] | None
+    model: bytes | None  # the final model's file (model.pt), for strategies that save one
+
+
+def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir: Path | None,
+             log: Callable[[str], None] | None = print, force: bool = False, command: str = "") -> CellRecord:
+    """Train and evaluate one cell over the whole stream; return its records (no result files).
+
+    ``checkpoint_dir``: where a strategy that can save its state checkpoints every experience
+    and resumes from (None: no checkpoints, e.g. a cluster node that does not share the run
+    folder). ``protocol`` is the whole protocol; ``stream`` is built with the cell's class order.
+    """
     import torch
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
-    from cil import results
     from cil.metrics import summarize
     from cil.strategies import registry
     from cil.strategies.registry import StrategyContext
 
-    device = resolve_device(device_name)
+    entry, seed = cell.entry, cell.seed
+    device = resolve_device(protocol.device)
     seed_everything(seed)
-    label = f"{entry.name} seed {seed}"
+    label = cell.label if len(protocol.class_orders()) > 1 else f"{entry.name} seed {seed}"
     with warnings.catch_warnings():  # metrics are read from eval()'s return value, not from loggers
         warnings.simplefilter("ignore", UserWarning)
         evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
@@ -192,19 +210,18 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
         progress=log is not None, name=entry.name,
     )
     strategy = registry.build(entry.strategy, ctx, entry.params)
-    cell = results.cell_dir(out_dir, entry.name, seed)
-    ckpt_dir = cell / "checkpoints"
-    can_ckpt = hasattr(strategy, "checkpoint_state") and hasattr(strategy, "load_checkpoint_state")
+    can_ckpt = (checkpoint_dir is not None and hasattr(strategy, "checkpoint_state")
+                and hasattr(strategy, "load_checkpoint_state"))
 
     T = stream.n_experiences
     rows: list[list[float]] = []
     timings: list[dict] = []
     start_exp = 0
-    settings = json.dumps(cell_settings(protocol, entry), sort_keys=True, default=str)
-    if force:
-        _clear_checkpoints(ckpt_dir)  # --force never reads old checkpoints
+    settings = json.dumps(cell_settings(protocol, cell), sort_keys=True, default=str)
+    if force and checkpoint_dir is not None:
+        _clear_checkpoints(checkpoint_dir)  # --force never reads old checkpoints
     elif can_ckpt:
-        resumed = _resume(strategy, ckpt_dir, T, log, label, settings)
+        resumed = _resume(strategy, checkpoint_dir, T, log, label, settings)
         if resumed is None:  # a checkpoint was refused after it touched the strategy: build it afresh
             seed_everything(seed)
             strategy = registry.build(entry.strategy, ctx, entry.params)
@@ -228,46 +245,46 @@ def run_cell(protocol: Protocol, entry: StrategyEntry, seed: int, *, dataset, st
             log(f"[{label}] experience {i + 1}/{T} classes {stream.classes_per_experience[i]}: "
                 f"train {t1 - t0:.1f} s, eval {t2 - t1:.1f} s, accuracy on seen {seen:.3f}")
         if can_ckpt:
-            _save_checkpoint(strategy, ckpt_dir, i, rows, timings, settings)
+            _save_checkpoint(strategy, checkpoint_dir, i, rows, timings, settings)
 
     inference = strategy.inference_report(test_stream) if hasattr(strategy, "inference_report") else None
     metrics = summarize(rows)
     metrics.update({
-        "protocol": protocol.name, "strategy": entry.name, "seed": seed, "n_experiences": T,
+        "protocol": protocol.name, "strategy": entry.name, "seed": seed, "order": cell.order.label,
+        "class_order_seed": cell.order.seed, "n_experiences": T,
         "train_seconds": sum(r["train_seconds"] for r in timings),
         "eval_seconds": sum(r["eval_seconds"] for r in timings),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in timings),
         "class_order": stream.class_order,
     })
-    config = resolved_dict(dataclasses.replace(protocol, strategies=[entry]))
+    config = resolved_dict(protocol.for_cell(cell))
     config["run"] = {
-        "strategy": entry.name, "seed": seed, "class_order_seed": protocol.stream.class_order_seed,
+        "strategy": entry.name, "seed": seed, "order": cell.order.label, "class_order_seed": cell.order.seed,
         "class_order": stream.class_order, "classes_per_experience": stream.classes_per_experience,
         "device": str(device), "threads": torch.get_num_threads(), "versions": library_versions(),
-        "hostname": socket.gethostname(), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "hostname": socket.gethostname(), "command": command or " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if device.type == "cuda":
         config["run"]["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(strategy, "final_model"):  # e.g. the VAR classifier, for `cil explain RUN_DIR`
-        strategy.final_model().save(cell / "model.pt")  # before metrics.json marks the cell done
-    results.write_cell(out_dir, protocol=protocol.name, strategy=entry.name, seed=seed, accuracy_matrix=rows,
-                       timings=timings, metrics=metrics, config=config, inference=inference)
-    if can_ckpt:
-        _clear_checkpoints(ckpt_dir)
-    return metrics
+    # e.g. the VAR classifier's model, for `cil explain RUN_DIR`
+    model = strategy.final_model().to_bytes() if hasattr(strategy, "final_model") else None
+    return CellRecord(cell=cell, rows=rows, timings=timings, metrics=metrics, config=config, inference=inference,
+                      model=model)
 
 
-IGNORED_SETTINGS = ("description", "data_root", "seeds", "threads")
+# Settings that do not change a cell's numbers (the grid's axes are the cell's own seed and order).
+IGNORED_SETTINGS = ("description", "data_root", "seeds", "threads", "pairing")
 
 
-def cell_settings(protocol: Protocol, entry: StrategyEntry) -> dict:
+def cell_settings(protocol: Protocol, cell: Cell) -> dict:
     """Everything that decides a cell's numbers, as plain data: a checkpoint or a finished cell
-    made under other settings must not be reused (threads, the seeds list, the data root and
-    the description aside)."""
-    d = resolved_dict(dataclasses.replace(protocol, strategies=[entry]))
+    made under other settings must not be reused (threads, the grid's seeds and orders, the
+    data root and the description aside)."""
+    d = resolved_dict(protocol.for_cell(cell))
     for key in IGNORED_SETTINGS:
         d.pop(key, None)
+    d["stream"].pop("class_orders", None)
     return d
 
 
@@ -286,7 +303,10 @@ def settings_differences(stored: dict, new: dict) -> list[str]:
     def plain(d: dict) -> dict:  # what config.yaml holds, read back: tuples as lists, floats exact
         return yaml.safe_load(yaml.safe_dump(json.loads(json.dumps(d, default=str))))
 
-    a, b = flat(plain({k: v for k, v in stored.items() if k not in IGNORED_SETTINGS + ("run",)})), flat(plain(new))
+    stored = {k: v for k, v in stored.items() if k not in IGNORED_SETTINGS + ("run",)}
+    if isinstance(stored.get("stream"), dict):
+        stored["stream"] = {k: v for k, v in stored["stream"].items() if k != "class_orders"}
+    a, b = flat(plain(stored)), flat(plain(new))
     return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
 
@@ -408,72 +428,3 @@ def _quiet_avalanche_deprecations() -> Iterator[None]:
         yield
     finally:
         warnings.showwarning = show
-
-
-def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False,
-                 log: Callable[[str], None] | None = print) -> Path:
-    """Run every (strategy, seed) cell not yet finished; rewrite summary.csv; return out_dir.
-
-    Every setting is checked against the dataset before any cell trains; the run folder is
-    locked for the whole run (one writer); a finished cell is skipped only when it was made
-    with the same settings; file-system failures end the run with one line.
-    """
-    import torch
-
-    from cil import results, runfolder
-    from cil.strategies import registry
-    from cil.streams import protocol_stream
-
-    with _quiet_avalanche_deprecations():
-        torch.set_num_threads(protocol.threads)
-        resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
-        dataset, stream = protocol_stream(protocol)
-        for entry in protocol.strategies:  # settings that depend on the images, before any cell trains
-            registry.validate_params(entry.strategy, entry.params, where=f"strategies.{entry.name}",
-                                     image_shape=dataset.image_shape)
-        runfolder.prepare(out_dir)
-        with runfolder.RunLock(out_dir):
-            try:
-                runfolder.sweep_temp_files(out_dir)
-                todo = _cells_to_run(protocol, out_dir, force=force, log=log)
-                if log is not None:
-                    log(f"protocol {protocol.name}: dataset {protocol.dataset} ({dataset.n_classes} classes, "
-                        f"{len(dataset.y_train)} train / {len(dataset.y_test)} test), {stream.n_experiences} "
-                        f"experiences, class order {stream.class_order}; results in {out_dir}")
-                for entry, seed in todo:
-                    t0 = time.perf_counter()
-                    m = run_cell(protocol, entry, seed, dataset=dataset, stream=stream, out_dir=out_dir,
-                                 device_name=protocol.device, log=log, force=force)
-                    if log is not None:
-                        log(f"[{entry.name} seed {seed}] final accuracy {m['final_accuracy']:.4f}, forgetting "
-                            f"{m['average_forgetting']:.4f} ({time.perf_counter() - t0:.1f} s)")
-                results.write_summary(out_dir)
-            except OSError as exc:
-                raise os_error(exc) from None
-    return out_dir
-
-
-def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callable[[str], None] | None
-                  ) -> list[tuple[StrategyEntry, int]]:
-    """The (entry, seed) cells to run. A finished cell is skipped when its stored settings equal
-    the protocol's; one made with other settings stops the run (before any cell trains) with a
-    line naming the differing keys, unless ``force``."""
-    from cil import results
-
-    todo = []
-    for seed in protocol.seeds:
-        for entry in protocol.strategies:
-            if force or not results.cell_done(out_dir, entry.name, seed):
-                todo.append((entry, seed))
-                continue
-            cell = results.cell_dir(out_dir, entry.name, seed)
-            stored = results.read_cell_config(cell)
-            diffs = settings_differences(stored, cell_settings(protocol, entry))
-            if diffs:
-                more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-                raise UserError(f"{cell} was finished with other settings ({'; '.join(diffs[:3])}{more}); "
-                                "rerun with --force to replace it, or choose another --out")
-            if log is not None:
-                log(f"[{entry.name} seed {seed}] already done with the same settings, skipping "
-                    "(use --force to rerun)")
-    return todo

@@ -242,7 +242,7 @@ def test_summary_table_equals_the_csv(multi):
         for s in STRATEGIES:
             assert table.loc[s, f"{metric}_mean"] == pytest.approx(g.mean()[s])
             assert table.loc[s, f"{metric}_sd"] == pytest.approx(g.std()[s])
-    assert (table["n_seeds"] == 3).all()
+    assert (table["n"] == 3).all()
 
 
 def test_report_tables_equal_the_csvs_and_html_is_self_contained(multi):

@@ -87,8 +87,9 @@ def test_write_cell_round_trip(tmp_path):
     assert row["average_incremental_accuracy"] == pytest.approx(M.average_incremental_accuracy(R))
     assert list(data.timings["train_exp"]) == [0, 1, 2, 3]
     assert list(data.inference["setting"]) == ["varc", "prune[4:3]"]
-    assert data.configs[(data.runs[0], "varc", 3)]["stream"] == {"n_experiences": 4}
-    assert set(data.accuracy.columns) == {"run", *results.ACCURACY_COLUMNS}
+    assert data.configs[(data.runs[0], "varc", 3, "natural")]["stream"] == {"n_experiences": 4}
+    assert set(data.accuracy.columns) == {"run", "order", "cell", *results.ACCURACY_COLUMNS}
+    assert set(data.accuracy["cell"]) == {"3/natural"}
 
 
 def test_write_cell_keeps_runner_metrics_and_rejects_bad_matrices(tmp_path):

@@ -348,7 +348,12 @@ class VARModel(nn.Module):
     # Checkpoints
     # =========================================================================================
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> None:
-        """``torch.save`` of {format, config, classes, seed, state_dict, extra}, written atomically."""
+        """:meth:`to_bytes`, written atomically (a full disk fails as an OSError)."""
+        data = self.to_bytes(extra)
+        atomic_write(path, lambda f: f.write(data))
+
+    def to_bytes(self, extra: dict | None = None) -> bytes:
+        """``torch.save`` of {format, config, classes, seed, state_dict, extra}: the file :meth:`load` reads."""
         payload = {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
@@ -357,9 +362,9 @@ class VARModel(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "extra": extra or {},
         }
-        buffer = io.BytesIO()  # serialise first: a full disk then fails as an OSError, not inside torch
+        buffer = io.BytesIO()
         torch.save(payload, buffer)
-        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "VARModel":

@@ -76,7 +76,7 @@ def _seed_stats(df: "pd.DataFrame", by: list[str], values: list[str], runs: Sequ
     g = df.groupby(by, observed=True, sort=True)
     out = g[values].agg(["mean", "std"])
     out.columns = [f"{v}_{'sd' if s == 'std' else s}" for v, s in out.columns]
-    out.insert(0, "n_seeds", g["seed"].nunique())
+    out.insert(0, "n", g["cell"].nunique())
     out = out.reset_index()
     for col in ("run", "strategy"):
         if col in out:
@@ -90,7 +90,7 @@ def summary_table(data: RunData) -> "pd.DataFrame":
     table = _seed_stats(s, ["run", "strategy"], SUMMARY_VALUES, data.runs)
     first = s.groupby(["run", "strategy"], observed=True)[["protocol", "n_experiences"]].first().reset_index()
     table = table.merge(first, on=["run", "strategy"], how="left")
-    front = ["run", "protocol", "strategy", "n_seeds", "n_experiences"]
+    front = ["run", "protocol", "strategy", "n", "n_experiences"]
     return table[front + [c for c in table.columns if c not in front]]
 
 
@@ -98,7 +98,7 @@ def seen_accuracy(data: RunData) -> "pd.DataFrame":
     """Per cell and training experience i: mean of R[i][j] over j <= i (accuracy on seen classes)."""
     a = data.accuracy
     seen = a[a["eval_exp"] <= a["train_exp"]]
-    return (seen.groupby(["run", "strategy", "seed", "train_exp"], observed=True)["accuracy"]
+    return (seen.groupby(["run", "strategy", "seed", "order", "cell", "train_exp"], observed=True)["accuracy"]
             .mean().reset_index())
 
 
@@ -126,7 +126,7 @@ def mean_matrix(data: RunData, run: str, strategy: str) -> tuple["np.ndarray", "
     m, s = g.mean(), g.std()
     idx = (m.index.get_level_values(0).to_numpy(), m.index.get_level_values(1).to_numpy())
     mean[idx], sd[idx] = m.to_numpy(), s.to_numpy()
-    return mean, sd, int(cell["seed"].nunique())
+    return mean, sd, int(cell["cell"].nunique())
 
 
 def inference_table(data: RunData) -> "pd.DataFrame":
@@ -176,7 +176,7 @@ def display_summary(table: "pd.DataFrame", *, show_run: bool | None = None) -> "
     rows = []
     for _, r in table.iterrows():
         row = {"run": r["run"]} if show_run else {}
-        row.update({"strategy": r["strategy"], "seeds": int(r["n_seeds"])})
+        row.update({"strategy": r["strategy"], "n": int(r["n"])})
         for v in SUMMARY_VALUES:
             row[LABELS[v]] = mean_sd(v, r[f"{v}_mean"], r[f"{v}_sd"])
         rows.append(row)
@@ -193,7 +193,7 @@ def display_inference(table: "pd.DataFrame", *, show_run: bool | None = None) ->
     rows = []
     for _, r in table.iterrows():
         row = {"run": r["run"]} if show_run else {}
-        row.update({"strategy": r["strategy"], "setting": r["setting"], "seeds": int(r["n_seeds"])})
+        row.update({"strategy": r["strategy"], "setting": r["setting"], "n": int(r["n"])})
         for v in ("accuracy", "seconds_per_image", "images_per_second", "token_forwards_per_image"):
             row[LABELS[v]] = mean_sd(v, r[f"{v}_mean"], r[f"{v}_sd"])
         rows.append(row)

@@ -271,7 +271,7 @@ def plot_forgetting_curves(data: RunData, path: Path | None = None, *, run: str 
         _int_ticks(ax, T)
     _hide_unused(axes, len(strategies))
     _bottom_labels(axes, len(strategies), cols, "after training experience i", "accuracy on experience j")
-    n = data.summary[data.summary["run"] == run].groupby("strategy")["seed"].nunique()
+    n = data.summary[data.summary["run"] == run].groupby("strategy")["cell"].nunique()
     fig.suptitle(f"Forgetting curves: {_title_run(data, run)} ({_seeds_note(n.min(), n.max())})")
     key = "accuracy on experience j (each line starts when j is trained)"
     if T <= 12:
@@ -325,7 +325,7 @@ def plot_average_accuracy(data: RunData, path: Path | None = None, *,
     for ax in axes[::cols]:
         ax.set_ylabel("accuracy on seen experiences")
     _hide_unused(axes, len(runs))
-    n = data.summary.groupby(["run", "strategy"])["seed"].nunique()
+    n = data.summary.groupby(["run", "strategy"])["cell"].nunique()
     head = "Average accuracy over the stream" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     fig.suptitle(f"{head} ({_seeds_note(n.min(), n.max())})")
     order = agg.strategy_order(shown)
@@ -371,7 +371,7 @@ def plot_accuracy_matrices(data: RunData, path: Path | None = None, *, run: str 
     _hide_unused(axes, len(strategies))
     fig.supxlabel("evaluated on experience j", fontsize=8.5)
     fig.supylabel("after training experience i", fontsize=8.5)
-    n = data.summary[data.summary["run"] == run].groupby("strategy")["seed"].nunique()
+    n = data.summary[data.summary["run"] == run].groupby("strategy")["cell"].nunique()
     seeds = "1 seed" if n.max() <= 1 else f"mean over {n.min() if n.min() == n.max() else f'{n.min()}-{n.max()}'} seeds"
     fig.suptitle(f"Accuracy matrix R[i][j]: {_title_run(data, run)} ({seeds})")
     if image is not None:
@@ -429,7 +429,7 @@ def plot_final_accuracy_forgetting(data: RunData, path: Path | None = None, *,
         ax_fgt.tick_params(labelleft=False)
         if len(runs) > 1:
             ax_acc.set_title(_title_run(data, run), loc="left")
-    n = data.summary.groupby(["run", "strategy"])["seed"].nunique()
+    n = data.summary.groupby(["run", "strategy"])["cell"].nunique()
     head = "Where each strategy ends" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     note = "bars: mean; whiskers: ± sd; dots: seeds" if n.max() > 1 else "one seed, no spread shown"
     fig.suptitle(f"{head} ({note})")
@@ -467,7 +467,7 @@ def plot_cost(data: RunData, path: Path | None = None, *,
                 ax.tick_params(labelleft=False)
         if len(runs) > 1:
             row[0].set_title(_title_run(data, run), loc="left")
-    n = data.summary.groupby(["run", "strategy"])["seed"].nunique()
+    n = data.summary.groupby(["run", "strategy"])["cell"].nunique()
     head = "Cost over the whole stream" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     note = "bars: mean; whiskers: ± sd; dots: seeds" if n.max() > 1 else "one seed"
     fig.suptitle(f"{head} ({note})")
@@ -530,7 +530,7 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
     for text, h in zip(leg.get_texts(), handles):
         if not h.get_marker() and h.get_linestyle() in ("", "None"):
             text.set_x(-18)  # the section header starts under the legend title
-    n = data.inference.groupby(["run", "strategy", "setting"])["seed"].nunique()
+    n = data.inference.groupby(["run", "strategy", "setting"])["cell"].nunique()
     title = "Accuracy against inference cost"
     if len(strategies) == 1 and not many_runs:
         title += f": {strategies[0]}"

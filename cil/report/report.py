@@ -102,7 +102,7 @@ def _protocol_blocks(data: RunData) -> list[Block]:
     rank = {name: k for k, name in enumerate(agg.strategy_order({k[1] for k in data.configs}))}
     cells = sorted(data.configs.items(), key=lambda kv: (rank[kv[0][1]], kv[0][2]))
     bodies = [((strategy, seed), {k: v for k, v in cfg.items() if k != "run"})
-              for (_run, strategy, seed), cfg in cells]
+              for (_run, strategy, seed, _order), cfg in cells]
     keys = _distinct([k for _, body in bodies for k in body])
     common = {k: bodies[0][1][k] for k in keys
               if all(k in body and body[k] == bodies[0][1][k] for _, body in bodies)}
@@ -136,7 +136,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_PER_CELL = ("strategy", "seed", "class_order", "classes_per_experience", "command")
+_PER_CELL = ("strategy", "seed", "order", "class_order_seed", "class_order", "classes_per_experience", "command")
 _TIMES = ("started", "finished")
 
 
@@ -166,7 +166,7 @@ def _environment_blocks(data: RunData) -> list[Block]:
     else:
         blocks.append(Block("p", "Not recorded: the cells' `config.yaml` have no `run:` section."))
     orders: dict[str, list[tuple[str, int]]] = {}
-    for (_run, strategy, seed), run in sorted(runs.items()):
+    for (_run, strategy, seed, _order), run in sorted(runs.items()):
         if run.get("class_order") is not None:
             orders.setdefault(str(list(run["class_order"])), []).append((strategy, seed))
     if orders:
@@ -186,13 +186,15 @@ def build_blocks(data: RunData, figures: list[Path], *, command: str) -> list[Bl
     protocols = ", ".join(_distinct([str(p) for p in s["protocol"]]))
     strategies = agg.strategy_order(s["strategy"].unique())
     seeds = sorted(s["seed"].unique().tolist())
+    orders = _distinct([str(o) for o in s["order"]])
     exps = _distinct([int(t) for t in s["n_experiences"]])
     when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     blocks = [
         Block("h1", f"Results: {protocols}"),
         Block("p", f"Run folder `{run}`: {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} "
                    f"({', '.join(strategies)}), seed{'s' if len(seeds) > 1 else ''} "
-                   f"{', '.join(map(str, seeds))}, {' or '.join(map(str, exps))} experiences. "
+                   f"{', '.join(map(str, seeds))}, class order{'s' if len(orders) > 1 else ''} "
+                   f"{', '.join(orders)}, {' or '.join(map(str, exps))} experiences. "
                    f"Written {when} by varc-cil {__version__} with `{command}`; every number and "
                    "figure is read from the result files in this folder."),
     ]

@@ -1,0 +1,328 @@
+"""The grid of a protocol: every (strategy, training seed, class order) cell, in this process or
+as Ray tasks on a local instance or a cluster.
+
+The driver (this module, in the ``cil run`` process) is the only writer of the run folder: it
+holds the folder's lock, decides which cells to run (a finished cell made with the same
+settings is skipped), hands cells out, and writes each finished cell's files from the records
+the cell returns, so a cluster without a shared filesystem works. A cell that raises is
+reported and the others go on; the run then ends with one line naming the failed cells.
+
+Without ``workers`` or a Ray address nothing of Ray is imported: the quick path stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cil.config import Cell, ClassOrder, Protocol
+from cil.errors import DiskFullError, UserError, os_error
+
+MAX_RETRIES = 2  # a cell whose worker process dies is run again at most this often
+
+
+class GridFailure(UserError):
+    """Some cells raised; the others finished and were written."""
+
+
+@dataclass
+class _Progress:
+    """One line over the grid, rewritten in place on a terminal: done / running / failed,
+    elapsed time and an estimate of the time left (from the mean time per finished cell)."""
+
+    total: int
+    log: Callable[[str], None] | None
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    start: float = field(default_factory=time.perf_counter)
+    live: bool = False
+
+    def __post_init__(self) -> None:
+        self.live = self.log is not None and self.total > 0 and sys.stderr.isatty()
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        finished = self.done + self.failed
+        left = f", about {_clock(elapsed / finished * (self.total - finished))} left" if finished else ""
+        return (f"grid: {finished}/{self.total} cells: done {self.done}, running {self.running}, "
+                f"failed {self.failed}; {_clock(elapsed)} elapsed{left}")
+
+    def update(self, *, done: int = 0, failed: int = 0, running: int | None = None) -> None:
+        self.done += done
+        self.failed += failed
+        if running is not None:
+            self.running = running
+        if self.live:
+            print(f"\r\033[K{self.line()}", end="", file=sys.stderr, flush=True)
+
+    def clear(self) -> None:
+        """Wipe the line, so that a cell's own line can be printed in its place."""
+        if self.live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            print(file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False, log: Callable[[str], None] | None = print,
+                 workers: int | None = None, ray_address: str | None = None, verbose: bool = False) -> Path:
+    """Run every cell not yet finished; rewrite summary.csv; return ``out_dir``.
+
+    ``workers``: run cells as tasks of a local Ray instance, that many at once; ``ray_address``:
+    submit them to a running Ray cluster instead. Neither: one after another in this process.
+    Every setting is checked against the dataset before any cell trains.
+    """
+    import torch
+
+    from cil import results, runfolder
+    from cil.runner import _quiet_avalanche_deprecations, resolve_device
+    from cil.strategies import registry
+    from cil.streams import protocol_stream, resolve_class_order
+
+    on_ray = workers is not None or ray_address is not None
+    with _quiet_avalanche_deprecations():
+        torch.set_num_threads(protocol.threads)
+        if not on_ray:
+            resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
+        dataset, stream = protocol_stream(protocol)
+        for order in protocol.class_orders():
+            resolve_class_order(dataset.n_classes, order.order, order.seed)
+        for entry in protocol.strategies:  # settings that depend on the images, before any cell trains
+            registry.validate_params(entry.strategy, entry.params, where=f"strategies.{entry.name}",
+                                     image_shape=dataset.image_shape)
+        runfolder.prepare(out_dir)
+        with runfolder.RunLock(out_dir):
+            try:
+                runfolder.sweep_temp_files(out_dir)
+                todo = _cells_to_run(protocol, out_dir, force=force, log=log)
+                if log is not None:
+                    orders = ", ".join(o.label for o in protocol.class_orders())
+                    log(f"protocol {protocol.name}: dataset {protocol.dataset} ({dataset.n_classes} classes, "
+                        f"{len(dataset.y_train)} train / {len(dataset.y_test)} test), {stream.n_experiences} "
+                        f"experiences, class order{'s' if ',' in orders else ''} {orders}; {len(todo)} cell"
+                        f"{'' if len(todo) == 1 else 's'} to run; results in {out_dir}")
+                writer = _Writer(protocol, out_dir, log=log)
+                if on_ray and todo:
+                    _run_on_ray(protocol, todo, writer, force=force, workers=workers, address=ray_address,
+                                verbose=verbose)
+                else:
+                    streams = {protocol.class_orders()[0].label: (dataset, stream)}
+                    for cell in todo:
+                        if cell.order.label not in streams:
+                            streams[cell.order.label] = _cell_stream(protocol, cell.order)
+                        ds, st = streams[cell.order.label]
+                        writer.run_here(cell, ds, st, force=force)
+                results.write_summary(out_dir)
+            except OSError as exc:
+                raise os_error(exc) from None
+        writer.raise_failures(len(todo))
+    return out_dir
+
+
+def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callable[[str], None] | None) -> list[Cell]:
+    """The cells to run. A finished cell is skipped when its stored settings equal the protocol's;
+    one made with other settings stops the run (before any cell trains) with a line naming the
+    differing keys, unless ``force``."""
+    from cil import results
+    from cil.runner import cell_settings, settings_differences
+
+    todo = []
+    for cell in protocol.cells():
+        folder_order = _folder_order(protocol, cell)
+        if force or not results.cell_done(out_dir, cell.entry.name, cell.seed, folder_order):
+            todo.append(cell)
+            continue
+        folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, folder_order)
+        diffs = settings_differences(results.read_cell_config(folder), cell_settings(protocol, cell))
+        if diffs:
+            more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            raise UserError(f"{folder} was finished with other settings ({'; '.join(diffs[:3])}{more}); "
+                            "rerun with --force to replace it, or choose another --out")
+        if log is not None:
+            log(f"[{_name(protocol, cell)}] already done with the same settings, skipping (use --force to rerun)")
+    return todo
+
+
+def _folder_order(protocol: Protocol, cell: Cell) -> str | None:
+    """The class order in the cell's folder name: only when the run has several."""
+    return cell.order.label if len(protocol.class_orders()) > 1 else None
+
+
+def _name(protocol: Protocol, cell: Cell) -> str:
+    return cell.label if len(protocol.class_orders()) > 1 else f"{cell.entry.name} seed {cell.seed}"
+
+
+def _cell_stream(protocol: Protocol, order: ClassOrder):
+    """The dataset and the stream of one class order (the dataset is loaded once per process)."""
+    from cil.streams import protocol_stream
+
+    key = (protocol.dataset, protocol.data_root, order.label)
+    if key not in _STREAMS:
+        narrowed = protocol.for_cell(Cell(entry=protocol.strategies[0], seed=0, order=order))
+        _STREAMS[key] = protocol_stream(narrowed)
+    return _STREAMS[key]
+
+
+_STREAMS: dict[tuple, Any] = {}
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class _Writer:
+    """The driver's side of every cell: write what finished, record what failed."""
+
+    def __init__(self, protocol: Protocol, out_dir: Path, *, log: Callable[[str], None] | None) -> None:
+        self.protocol, self.out_dir, self.log = protocol, Path(out_dir), log
+        self.failures: list[str] = []
+
+    def folder(self, cell: Cell) -> Path:
+        from cil import results
+
+        return results.cell_dir(self.out_dir, cell.entry.name, cell.seed, _folder_order(self.protocol, cell))
+
+    def run_here(self, cell: Cell, dataset, stream, *, force: bool) -> None:
+        """Run one cell in this process (the serial path)."""
+        from cil.runner import run_cell
+
+        t0 = time.perf_counter()
+        try:
+            record = run_cell(self.protocol, cell, dataset=dataset, stream=stream, log=self.log, force=force,
+                              checkpoint_dir=self.folder(cell) / "checkpoints")
+        except DiskFullError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (reported, and the other cells go on)
+            self.failed(cell, exc, traceback.format_exc())
+            return
+        self.write(record, seconds=time.perf_counter() - t0)
+
+    def write(self, record, *, seconds: float | None = None) -> None:
+        from cil import results
+        from cil.runner import _clear_checkpoints
+
+        cell = record.cell
+        results.write_cell(self.out_dir, protocol=self.protocol.name, strategy=cell.entry.name, seed=cell.seed,
+                           order=_folder_order(self.protocol, cell), accuracy_matrix=record.rows,
+                           timings=record.timings, metrics=record.metrics, config=record.config,
+                           inference=record.inference, files={"model.pt": record.model} if record.model else None)
+        _clear_checkpoints(self.folder(cell) / "checkpoints")
+        if self.log is not None:
+            took = f" ({seconds:.1f} s)" if seconds is not None else ""
+            self.log(f"[{_name(self.protocol, cell)}] final accuracy {record.metrics['final_accuracy']:.4f}, "
+                     f"forgetting {record.metrics['average_forgetting']:.4f}{took}")
+
+    def failed(self, cell: Cell, exc: BaseException, details: str) -> None:
+        """Report a failed cell in one line and keep its traceback in the cell's error.log."""
+        from cil.results import atomic_write_text
+
+        line = f"{_name(self.protocol, cell)} ({_one_line(exc)})"
+        self.failures.append(line)
+        log_file = self.folder(cell) / "error.log"
+        atomic_write_text(log_file, details)
+        print(f"warning: cell {line} failed; details in {log_file}", file=sys.stderr, flush=True)
+
+    def raise_failures(self, n_cells: int) -> None:
+        if self.failures:
+            raise GridFailure(f"{len(self.failures)} of {n_cells} cells failed: {'; '.join(self.failures)}; "
+                              "the other cells' results are written (rerun to retry the failed ones)")
+
+
+def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: bool, verbose: bool,
+              command: str):
+    """A Ray task: one cell on a worker; checkpoints only where the run folder is shared."""
+    import torch
+
+    from cil import results
+    from cil.runner import _quiet_avalanche_deprecations, run_cell
+
+    torch.set_num_threads(protocol.threads)
+    dataset, stream = _cell_stream(protocol, cell.order)
+    shared = (Path(out_dir) / probe).is_file()  # the driver's probe file is visible: same filesystem
+    folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, _folder_order(protocol, cell))
+    with _quiet_avalanche_deprecations():
+        return run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,
+                        force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command)
+
+
+def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force: bool, workers: int | None,
+                address: str | None, verbose: bool) -> None:
+    """Hand every cell to Ray, write each as it finishes; Ctrl-C cancels what is left."""
+    import logging
+
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+
+    progress = _Progress(total=len(todo), log=writer.log)  # before ray.init, which wraps sys.stderr
+    started = not ray.is_initialized()
+    if started:
+        if address is not None:
+            ray.init(address=address, log_to_driver=verbose, logging_level=logging.ERROR)
+        else:
+            ray.init(num_cpus=workers * protocol.threads, include_dashboard=False, log_to_driver=verbose,
+                     logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+    probe = f".grid-{uuid.uuid4().hex[:12]}"
+    probe_path = writer.out_dir / probe
+    probe_path.write_text("the run folder is shared with this node\n")
+    pending: dict = {}
+    try:
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        wants_gpu = protocol.device.startswith("cuda") or (protocol.device == "auto" and has_gpus)
+        capacity = ray.cluster_resources().get("CPU", 1)
+        task = ray.remote(_ray_cell)
+        command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+        cpus_in_use = 0.0
+        for cell in todo:
+            cpus = float(cell.entry.resources.get("cpus", protocol.threads))
+            gpus = float(cell.entry.resources.get("gpus", 1.0 if wants_gpu else 0.0))
+            cpus_in_use += cpus
+            ref = task.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES,
+                               name=f"cil cell {cell.label}").remote(
+                protocol, cell, str(writer.out_dir), probe, force, verbose, command)
+            pending[ref] = cell
+        slots = max(1, int(capacity // max(protocol.threads, 1)))
+        progress.update(running=min(slots, len(pending)))
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            progress.update()  # the clock moves on
+            for ref in ready:
+                cell = pending.pop(ref)
+                progress.clear()
+                try:
+                    record = ray.get(ref)
+                except RayTaskError as exc:  # the cell raised
+                    cause = exc.cause if exc.cause is not None else exc
+                    if isinstance(cause, DiskFullError):
+                        raise cause from None
+                    writer.failed(cell, cause, str(exc))
+                    progress.update(failed=1, running=min(slots, len(pending)))
+                except RayError as exc:  # its worker died more often than retried
+                    writer.failed(cell, exc, str(exc))
+                    progress.update(failed=1, running=min(slots, len(pending)))
+                else:
+                    writer.write(record)
+                    progress.update(done=1, running=min(slots, len(pending)))
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        progress.close()
+        probe_path.unlink(missing_ok=True)
+        if started:
+            ray.shutdown()
