@@ -38,6 +38,8 @@ SMALL = {
     "agem": {"patterns_per_exp": 20, "sample_size": 20},
     "icarl": {"memory_size": 60},
     "slda": {"features": "pixels"},
+    "randumb": {"n_features": 512},
+    "vae_gc": {"iterations": 150, "importance_samples": 20},
 }
 
 
