@@ -18,6 +18,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cil.config import field_overrides
 from varc.config import PRESETS, preset
 from varc.model import VARModel, resolve_device
 
@@ -69,13 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
+    overrides = field_overrides(args.set)
     device = resolve_device(args.device)
     cfg = preset(args.preset, device=str(device), **overrides)
     model = VARModel(cfg, classes=range(args.classes), device=device)

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from cil.config import field_overrides
 from cil.data import load_dataset
 from varc import train as vt
 from varc.config import preset_for_shape
@@ -60,13 +61,7 @@ def subset_per_class(y: torch.Tensor, per_class: int, g: torch.Generator) -> tor
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
+    overrides = field_overrides(args.set)
     ds = load_dataset(args.dataset)
     g = torch.Generator().manual_seed(args.seed)
     x, y = vt.as_image_tensor(ds.x_train), torch.as_tensor(ds.y_train)

@@ -16,12 +16,11 @@ import argparse
 import csv
 import io
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from cil.errors import UserError
+from cil.results import atomic_write_bytes, atomic_write_text
 
 METHODS = ("tmi", "tmi_null", "contrast", "random", "cnn_gradient", "cnn_occlusion", "var_gradient")
 DEFAULT_METHODS = METHODS
@@ -109,25 +108,12 @@ def _parse_methods(spec: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _save_figure(fig, path: Path, dpi: int = 110) -> None:
@@ -136,16 +122,7 @@ def _save_figure(fig, path: Path, dpi: int = 110) -> None:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # =============================================================================================

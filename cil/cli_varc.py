@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cil.config import field_overrides
 from cil.errors import UserError
 
 
@@ -86,21 +87,6 @@ def _setup(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: write FIELD=VALUE, e.g. width=128")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a bare string such as lora:8
-        if isinstance(out[key], list):
-            out[key] = tuple(out[key])
-    return out
-
-
 def _load_model(path: str, device: str | None):
     from varc.model import VARModel
 
@@ -122,7 +108,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from varc.model import VARModel
 
     ds = load_dataset(args.dataset, root=args.root)
-    overrides = _parse_overrides(args.set)
+    overrides = field_overrides(args.set)
     if args.device:
         overrides["device"] = args.device
     try:
@@ -185,7 +171,9 @@ def _report_accuracy(model, ds, name: str, limit: int | None, num_scales: int | 
     print(f"accuracy {r['accuracy']:.4f} on {r['n']} test images of {name} ({scales}); "
           f"{r['images_per_s']:.1f} images/s ({r['seconds']:.1f} s, {len(model.classes)} classes each)")
     if json_path:
-        Path(json_path).write_text(json.dumps({"dataset": name, "num_scales": num_scales, **r}, indent=2) + "\n")
+        from cil.results import atomic_write_text
+
+        atomic_write_text(Path(json_path), json.dumps({"dataset": name, "num_scales": num_scales, **r}, indent=2) + "\n")
     return r
 
 

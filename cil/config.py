@@ -224,10 +224,15 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
         resources = check_keys(settings.pop("resources", None), RESOURCE_KEYS, f"{where}.resources")
         resources = {k: coerce(v, PositiveFloat, f"{where}.resources.{k}") for k, v in resources.items()}
         overrides = {k: settings.pop(k) for k in list(settings) if k in TRAINING_OVERRIDES}
+        spec = registry.get(builder)
+        ignored = [k for k in overrides if k not in spec.uses_training]
+        if ignored:
+            uses = ", ".join(spec.uses_training) or "none"
+            raise UserError(f"{where}.{ignored[0]}: strategy {builder!r} does not use the training setting "
+                            f"{ignored[0]!r} (it uses: {uses}); remove it")
         base = dataclasses.asdict(training)
         t_cfg = _build(TrainingConfig, {**base, **overrides}, where)
         _training_errors(t_cfg, where)
-        spec = registry.get(builder)
         unknown = [k for k in settings if k not in spec.params]
         if unknown:
             allowed = ", ".join(list(spec.params) + list(ENTRY_KEYS) + list(TRAINING_OVERRIDES))
@@ -260,6 +265,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, parsed
 
 
+def field_overrides(items: list[str]) -> dict[str, Any]:
+    """``["width=128", "patch_nums=[1,2,4]"]`` -> {"width": 128, "patch_nums": (1, 2, 4)}: flat
+    ``--set FIELD=VALUE`` options (the VAR model's), parsed like the protocol's overrides."""
+    out: dict[str, Any] = {}
+    for item in items:
+        path, value = parse_override(item) if "=" in item else ([], None)
+        if len(path) != 1:
+            raise UserError(f"--set {item!r}: write FIELD=VALUE with one field name, e.g. width=128")
+        out[path[0]] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``--set`` overrides to the raw YAML mapping (creating mappings along the path)."""
     for text in overrides:
@@ -289,8 +306,15 @@ def find_protocol_file(name_or_path: str) -> Path:
 
 
 def protocols_dir() -> Path:
-    """The repository's benchmarks/ folder, where the shipped protocol files live."""
-    return Path(__file__).resolve().parent.parent / "benchmarks"
+    """Where the shipped protocol files live: the repository's ``benchmarks/`` in a source
+    checkout (an editable install), else the copy a regular install puts under
+    ``<prefix>/share/varc-cil/protocols`` (setup.cfg's data_files)."""
+    import sys
+
+    source = Path(__file__).resolve().parent.parent
+    if (source / "setup.cfg").is_file() and (source / "benchmarks").is_dir():
+        return source / "benchmarks"
+    return Path(sys.prefix) / "share" / "varc-cil" / "protocols"
 
 
 def list_protocols() -> list[Path]:

@@ -87,7 +87,7 @@ def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False, log:
     import torch
 
     from cil import results, runfolder
-    from cil.runner import _quiet_avalanche_deprecations, resolve_device
+    from cil.runner import _quiet_avalanche_deprecations, protocol_device
     from cil.strategies import registry
     from cil.streams import protocol_stream, resolve_class_order
 
@@ -95,7 +95,7 @@ def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False, log:
     with _quiet_avalanche_deprecations():
         torch.set_num_threads(protocol.threads)
         if not on_ray:
-            resolve_device(protocol.device)  # fail before any work when CUDA is asked for and absent
+            protocol_device(protocol.device)  # fail before any work when CUDA is asked for and absent
         dataset, stream = protocol_stream(protocol)
         for order in protocol.class_orders():
             resolve_class_order(dataset.n_classes, order.order, order.seed)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,25 +52,12 @@ class IncompleteCellWarning(UserWarning):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
+    from varc.atomic import atomic_write_bytes as write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path, data)
     except OSError as exc:
-        raise os_error(exc, path=path.parent) from None
-    # open(..., "xb") honours the umask (mkstemp would leave the file private to its owner)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise os_error(exc, path=path, size=len(data)) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise os_error(exc, path=exc.filename or path, size=len(data)) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -23,23 +24,26 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from cil.config import Cell, Protocol, resolved_dict
-from cil.errors import UserError, os_error
+from cil.config import Cell, Protocol, TrainingConfig, resolved_dict
+from cil.errors import UserError
+
+if TYPE_CHECKING:
+    from cil.strategies.registry import StrategyContext
 
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/(?:Task\d+/)?Exp(\d+)$")
 
 
-def resolve_device(name: str):
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    import torch
+def protocol_device(name: str):
+    """The protocol's ``device`` as a torch device (the model library's resolver; a missing GPU
+    is a one-line error)."""
+    from varc.model import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but no CUDA GPU is available; use device: auto or cpu")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise UserError(f"device: {exc}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -52,6 +56,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+@functools.lru_cache(maxsize=None)
+def source_state() -> dict[str, Any]:
+    """The project's version and, in a git checkout, its commit and whether the code (cil/,
+    varc/, benchmarks/, packaging) differs from it: which code made a result."""
+    import subprocess
+
+    from cil import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    state: dict[str, Any] = {"version": __version__, "commit": None, "dirty": None}
+    if not (root / ".git").exists():
+        return state
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "cil", "varc", "benchmarks",
+                                  "setup.cfg", "pyproject.toml"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return state
+    if head.returncode == 0:
+        state["commit"] = head.stdout.strip()
+        state["dirty"] = bool(changes.stdout.strip()) if changes.returncode == 0 else None
+    return state
+
+
+def strategy_provenance(module: str) -> dict[str, Any]:
+    """Which module registered a strategy, and which installed distribution (and version) it
+    came from: the suite itself or a plugin package."""
+    from importlib.metadata import packages_distributions, version
+
+    top = module.split(".")[0]
+    dists = packages_distributions().get(top, [])
+    dist = dists[0] if dists else None
+    return {"module": module, "distribution": dist, "version": version(dist) if dist else None}
 
 
 def library_versions() -> dict[str, str]:
@@ -96,8 +136,12 @@ class _PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def experience_accuracies(results: dict, n_experiences: int) -> list[float]:
+def experience_accuracies(results: dict, n_experiences: int, *, name: str = "the strategy") -> list[float]:
     """Per-experience test accuracies from an Avalanche eval() result dict (any key style)."""
+    if not isinstance(results, dict) or not all(isinstance(k, str) for k in results):
+        raise UserError(f"{name}: eval(stream) returned {type(results).__name__}; expected Avalanche's dict of "
+                        "metric names to values (keys such as 'Top1_Acc_Exp/eval_phase/test_stream/Exp000'): "
+                        "return what the template's eval() returns")
     acc: dict[int, float] = {}
     for key, value in results.items():
         m = _EXP_KEY.match(key)
@@ -105,7 +149,8 @@ def experience_accuracies(results: dict, n_experiences: int) -> list[float]:
             acc[int(m.group(1))] = float(value)
     missing = [j for j in range(n_experiences) if j not in acc]
     if missing:
-        raise RuntimeError(f"evaluation produced no accuracy for experiences {missing}; keys: {sorted(results)[:5]}")
+        raise UserError(f"{name}: evaluation produced no accuracy for experiences {missing} (keys: "
+                        f"{sorted(results)[:5]}); evaluate with ctx.evaluator, as ctx.template_kwargs does")
     return [acc[j] for j in range(n_experiences)]
 
 
@@ -163,6 +208,27 @@ def _make_epoch_plugins(*, log: Callable[[str], None] | None, label: str) -> lis
     return plugins
 
 
+def make_context(dataset, training: TrainingConfig, *, device: Any = "cpu", seed: int = 0,
+                 task_incremental: bool = False, name: str = "", log: Callable[[str], None] | None = None,
+                 label: str = "") -> "StrategyContext":
+    """The context a builder gets: the dataset's shape, the entry's training settings, the
+    evaluation plugin whose metrics the runner reads, and the runner's plugins (task-incremental
+    masking; per-epoch progress lines for strategies that run Avalanche's SGD loop)."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from cil.strategies.registry import StrategyContext
+
+    with warnings.catch_warnings():  # metrics are read from eval()'s return value, not from loggers
+        warnings.simplefilter("ignore", UserWarning)
+        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
+    return StrategyContext(n_classes=dataset.n_classes, image_shape=dataset.image_shape, training=training,
+                           device=device, seed=seed, evaluator=evaluator,
+                           plugins=tuple(_make_plugins(task_incremental=task_incremental)),
+                           epoch_plugins=tuple(_make_epoch_plugins(log=log, label=label or name)),
+                           progress=log is not None, name=name)
+
+
 @dataclasses.dataclass
 class CellRecord:
     """Everything a finished cell writes, as data: the driver of the grid is its only writer."""
@@ -185,30 +251,16 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     folder). ``protocol`` is the whole protocol; ``stream`` is built with the cell's class order.
     """
     import torch
-    from avalanche.evaluation.metrics import accuracy_metrics
-    from avalanche.training.plugins import EvaluationPlugin
 
     from cil.metrics import summarize
     from cil.strategies import registry
-    from cil.strategies.registry import StrategyContext
 
     entry, seed = cell.entry, cell.seed
-    device = resolve_device(protocol.device)
+    device = protocol_device(protocol.device)
     seed_everything(seed)
     label = cell.label if len(protocol.class_orders()) > 1 else f"{entry.name} seed {seed}"
-    with warnings.catch_warnings():  # metrics are read from eval()'s return value, not from loggers
-        warnings.simplefilter("ignore", UserWarning)
-        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
-    t = entry.training
-    ctx = StrategyContext(
-        n_classes=dataset.n_classes, image_shape=dataset.image_shape, backbone=t.backbone,
-        backbone_args=dict(t.backbone_args), optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
-        momentum=t.momentum, train_mb_size=t.train_mb_size, eval_mb_size=t.eval_mb_size, train_epochs=t.epochs,
-        device=device, seed=seed, evaluator=evaluator,
-        plugins=tuple(_make_plugins(task_incremental=stream.task_incremental)),
-        epoch_plugins=tuple(_make_epoch_plugins(log=log, label=label)),
-        progress=log is not None, name=entry.name,
-    )
+    ctx = make_context(dataset, entry.training, device=device, seed=seed, task_incremental=stream.task_incremental,
+                       name=entry.name, log=log, label=label)
     strategy = registry.build(entry.strategy, ctx, entry.params)
     can_ckpt = (checkpoint_dir is not None and hasattr(strategy, "checkpoint_state")
                 and hasattr(strategy, "load_checkpoint_state"))
@@ -235,7 +287,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
         t0 = time.perf_counter()
         strategy.train(exp)
         t1 = time.perf_counter()
-        accs = experience_accuracies(strategy.eval(test_stream), T)
+        accs = experience_accuracies(strategy.eval(test_stream), T, name=f"strategy {entry.name!r}")
         t2 = time.perf_counter()
         rows.append(accs)
         timings.append({"train_exp": i, "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
@@ -262,6 +314,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
         "strategy": entry.name, "seed": seed, "order": cell.order.label, "class_order_seed": cell.order.seed,
         "class_order": stream.class_order, "classes_per_experience": stream.classes_per_experience,
         "device": str(device), "threads": torch.get_num_threads(), "versions": library_versions(),
+        "code": source_state(), "strategy_source": strategy_provenance(registry.get(entry.strategy).module),
         "hostname": socket.gethostname(), "command": command or " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -44,6 +44,7 @@ def test_against_avalanche_on_a_real_run():
     from cil.runner import experience_accuracies, seed_everything
     from cil.streams import build_stream
     from cil.strategies import registry
+    from cil.config import TrainingConfig
     from cil.strategies.registry import StrategyContext
 
     seed_everything(0)
@@ -52,8 +53,8 @@ def test_against_avalanche_on_a_real_run():
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True),
                                  forgetting_metrics(experience=True, stream=True),
                                  bwt_metrics(experience=True, stream=True), loggers=[])
-    ctx = StrategyContext(n_classes=10, image_shape=ds.image_shape, train_epochs=2, train_mb_size=32,
-                          evaluator=evaluator, backbone_args={"hidden": [64]})
+    ctx = StrategyContext(n_classes=10, image_shape=ds.image_shape, evaluator=evaluator,
+                          training=TrainingConfig(epochs=2, train_mb_size=32, backbone_args={"hidden": [64]}))
     strategy = registry.build("replay", ctx, {"mem_size": 50})
     R = []
     for exp in stream.benchmark.train_stream:

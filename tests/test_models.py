@@ -90,9 +90,11 @@ def test_bad_values_are_user_errors(name, kwargs):
 
 
 def test_context_builds_the_protocol_backbone():
+    from cil.config import TrainingConfig
     from cil.strategies.registry import StrategyContext
 
-    ctx = StrategyContext(n_classes=10, image_shape=(1, 28, 28), backbone="cnn", backbone_args={"channels": [4]})
+    ctx = StrategyContext(n_classes=10, image_shape=(1, 28, 28),
+                          training=TrainingConfig(backbone="cnn", backbone_args={"channels": [4]}))
     model = ctx.make_model()
     assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [4]
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)

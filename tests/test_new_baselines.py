@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cil.data import ImageDataset, load_dataset
+from cil import testing
 from cil.errors import UserError
 from cil.strategies import registry
 from cil.strategies.ncm import StreamingNCM
@@ -45,24 +46,11 @@ def _pixels(x_uint8: np.ndarray) -> torch.Tensor:
 
 
 def _stream(ds: ImageDataset):
-    from cil.streams import build_stream
-
-    return build_stream(ds, n_experiences=3)
+    return testing.tiny_stream(dataset=ds)
 
 
 def _context(ds: ImageDataset, **overrides) -> StrategyContext:
-    import warnings
-
-    from avalanche.evaluation.metrics import accuracy_metrics
-    from avalanche.training.plugins import EvaluationPlugin
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "no loggers": metrics are read from eval()
-        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
-    settings = dict(n_classes=ds.n_classes, image_shape=ds.image_shape, train_mb_size=16, eval_mb_size=256,
-                    evaluator=evaluator, progress=False)
-    settings.update(overrides)
-    return StrategyContext(**settings)
+    return testing.context(ds, **{"train_mb_size": 16, "eval_mb_size": 256, **overrides})
 
 
 def _train_eval(strategy, stream) -> list[list[float]]:
@@ -224,7 +212,7 @@ def _snapshot(core: PerClassVAEClassifier) -> dict:
 def test_vae_gc_never_changes_an_earlier_class(digits6):
     torch.manual_seed(0)
     strategy = registry.build("vae_gc", _context(digits6), {"iterations": 30, "importance_samples": 5})
-    core = strategy.core
+    core = strategy.classifier
     snapshots = []
     for exp in _stream(digits6).benchmark.train_stream:
         strategy.train(exp)
@@ -260,7 +248,7 @@ def test_checkpoints_restore_the_same_scores(digits6):
         strategy.train(stream.benchmark.train_stream[0])
         restored = registry.build(name, _context(digits6), params)
         restored.load_checkpoint_state(strategy.checkpoint_state())
-        assert torch.equal(strategy.core.scores(x), restored.core.scores(x)), name
+        assert torch.equal(strategy.classifier.scores(x), restored.classifier.scores(x)), name
     # RanDumb keeps a D x D scatter: no checkpoints, so the runner never writes it.
     randumb = registry.build("randumb", _context(digits6), {"n_features": 8})
     assert not hasattr(randumb, "checkpoint_state")

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from cil.data import ImageDataset, load_dataset
+from cil import testing
+from cil.config import TrainingConfig
 from cil.errors import UserError
 from cil.strategies import registry
 from cil.strategies.registry import StrategyContext
@@ -50,17 +52,11 @@ def _own_strategies() -> list[str]:
 @pytest.fixture(scope="module")
 def small_digits() -> ImageDataset:
     """Digits 0..5 (train and test splits of those classes): three experiences of two classes."""
-    ds = load_dataset("digits")
-    train, test = ds.y_train < N_CLASSES, ds.y_test < N_CLASSES
-    return ImageDataset(name="digits6", x_train=ds.x_train[train], y_train=ds.y_train[train],
-                        x_test=ds.x_test[test], y_test=ds.y_test[test],
-                        class_names=ds.class_names[:N_CLASSES])
+    return testing.tiny_dataset(N_CLASSES)
 
 
 def _stream(ds: ImageDataset):
-    from cil.streams import build_stream
-
-    return build_stream(ds, n_experiences=3)
+    return testing.tiny_stream(dataset=ds)
 
 
 def _seed(seed: int = 0) -> None:
@@ -70,19 +66,7 @@ def _seed(seed: int = 0) -> None:
 
 
 def _context(ds: ImageDataset, **overrides) -> StrategyContext:
-    import warnings
-
-    from avalanche.evaluation.metrics import accuracy_metrics
-    from avalanche.training.plugins import EvaluationPlugin
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "no loggers": metrics are read from eval()
-        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
-    settings = dict(n_classes=ds.n_classes, image_shape=ds.image_shape, backbone="mlp",
-                    backbone_args={"hidden": [64]}, lr=1e-3, train_mb_size=16, eval_mb_size=256,
-                    train_epochs=3, evaluator=evaluator, progress=False)
-    settings.update(overrides)
-    return StrategyContext(**settings)
+    return testing.context(ds, **overrides)
 
 
 def _experience_accuracies(metrics: dict, n_exp: int) -> list[float]:
@@ -135,7 +119,7 @@ def test_naive_forgets_and_cumulative_does_not(small_digits):
     runs = {}
     for name in ("naive", "cumulative"):
         _seed(0)
-        strategy = registry.build(name, _context(small_digits, train_epochs=5))
+        strategy = registry.build(name, _context(small_digits, epochs=5))
         runs[name] = _train_eval(strategy, stream)
     naive, cumulative = runs["naive"], runs["cumulative"]
     # Fine-tuning learns experience 0, then loses most of it by the end of the stream.
@@ -242,7 +226,7 @@ def test_entry_point_plugin_is_discovered(fresh_registry, tmp_path, monkeypatch)
     spec = fresh_registry.get("lower_lr_naive")
     assert spec.module == "cil_plugin_example.strategies"
     assert fresh_registry.validate_params("lower_lr_naive", {"lr_scale": 1}) == {"lr_scale": 1.0}
-    strategy = fresh_registry.build("lower_lr_naive", StrategyContext(n_classes=3, image_shape=(1, 8, 8), lr=0.02))
+    strategy = fresh_registry.build("lower_lr_naive", StrategyContext(n_classes=3, image_shape=(1, 8, 8), training=TrainingConfig(lr=0.02)))
     assert strategy.optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
 
 
@@ -276,13 +260,73 @@ def test_plugin_cannot_replace_a_builtin(fresh_registry, tmp_path, monkeypatch):
     assert fresh_registry._REGISTRY["naive"].builder is builtin
 
 
-def _doc_example_module() -> types.ModuleType:
+def _doc_example_module(name: str = "replay_balanced") -> types.ModuleType:
+    """Run the doc's code block that starts ``# cil/strategies/<name>.py`` as that module."""
     text = (ROOT / "docs" / "adding_a_strategy.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    code = next(b for b in blocks if b.startswith("# cil/strategies/replay_balanced.py"))
-    module = types.ModuleType("cil.strategies.replay_balanced")
+    code = next(b for b in blocks if b.startswith(f"# cil/strategies/{name}.py"))
+    module = types.ModuleType(f"cil.strategies.{name}")
     exec(compile(code, "docs/adding_a_strategy.md", "exec"), module.__dict__)
     return module
+
+
+@pytest.mark.parametrize("name, params", [("replay_balanced", {"mem_size": 30}), ("ncm_cosine", {"scale": 16.0})])
+def test_both_doc_examples_run_class_and_task_incremental(fresh_registry, name, params):
+    """Each shape of the doc's contract, built from the page and run as a protocol cell runs
+    (cil.testing), class-incremental and task-incremental."""
+    fresh_registry.available()
+    _doc_example_module(name)
+    ci = testing.train_and_evaluate(name, params)
+    ti = testing.train_and_evaluate(name, params, task_incremental=True)
+    for R in (ci, ti):
+        assert len(R) == 3 and all(0.0 <= a <= 1.0 for row in R for a in row)
+        assert R[-1][-1] > 0.5  # the last experience, just learnt
+    # Task-incremental evaluation chooses between the experience's two classes only: never worse.
+    assert all(t >= c for t, c in zip(ti[-1], ci[-1])) and sum(ti[-1]) > sum(ci[-1])
+
+
+def test_doc_examples_snippet_of_cil_testing_runs(fresh_registry):
+    fresh_registry.available()
+    _doc_example_module("ncm_cosine")
+    text = (ROOT / "docs" / "adding_a_strategy.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if b.startswith("from cil import testing"))
+    scope: dict = {}
+    exec(compile(code, "docs/adding_a_strategy.md", "exec"), scope)
+    assert len(scope["R"]) == 3 and scope["ctx"].train_epochs == 1 and scope["stream"].n_experiences == 3
+
+
+def test_training_keys_a_strategy_does_not_use_are_rejected():
+    from cil.config import protocol_from_dict
+
+    for entry, key in (({"strategy": "varc", "lr": 0.1}, "lr"), ({"strategy": "ncm", "epochs": 5}, "epochs"),
+                       ({"strategy": "slda", "optimizer": "sgd"}, "optimizer")):
+        with pytest.raises(UserError) as exc:
+            protocol_from_dict({"name": "p", "strategies": {"x": entry}})
+        assert str(exc.value).startswith(f"strategies.x.{key}: strategy {entry['strategy']!r} does not use")
+    # what it uses is fine, and the shared training section is not an entry's override
+    protocol_from_dict({"name": "p", "training": {"lr": 0.1}, "strategies": {"x": {"strategy": "ncm",
+                                                                                     "eval_mb_size": 64}}})
+
+
+def test_the_runner_names_what_a_strategy_returned_instead(fresh_registry, small_digits):
+    @fresh_registry.register("returns_a_model")
+    def build_returns_a_model(ctx: StrategyContext) -> object:
+        """Returns a bare model (Nobody 2026)."""
+        return ctx.make_model()
+
+    @fresh_registry.register("drops_the_plugins")
+    def build_drops_the_plugins(ctx: StrategyContext) -> object:
+        """A template without the runner's plugins (Nobody 2026)."""
+        from avalanche.training import Naive
+
+        model = ctx.make_model()
+        return Naive(model=model, optimizer=ctx.make_optimizer(model), criterion=torch.nn.CrossEntropyLoss(),
+                     evaluator=ctx.evaluator)
+
+    with pytest.raises(UserError, match="the builder returned Backbone; expected an Avalanche strategy"):
+        fresh_registry.build("returns_a_model", _context(small_digits))
+    with pytest.raises(UserError, match="does not apply the runner's plugins"):
+        testing.train_and_evaluate("drops_the_plugins", task_incremental=True)
 
 
 def test_doc_example_strategy_runs(fresh_registry, small_digits):

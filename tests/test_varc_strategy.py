@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from cil.cli import main
+from cil.config import TrainingConfig
 from cil.data import load_dataset
 from cil.streams import build_stream
 from cil.strategies import registry
@@ -24,8 +25,8 @@ def digits_stream():
 
 
 def make_strategy(ds, name="varc", **params):
-    ctx = StrategyContext(n_classes=ds.n_classes, image_shape=ds.image_shape, eval_mb_size=128, seed=0,
-                          progress=False, name=name)
+    ctx = StrategyContext(n_classes=ds.n_classes, image_shape=ds.image_shape, training=TrainingConfig(eval_mb_size=128),
+                          seed=0, progress=False, name=name)
     return registry.build(name, ctx, {**TINY_VAR, **params})
 
 

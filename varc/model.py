@@ -28,7 +28,7 @@ from typing import Iterable, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from varc.atomic import atomic_write
+from varc.atomic import atomic_write_bytes
 from varc.config import VARConfig
 from varc.heads import NULL_CLASS, ClassHeads
 from varc.tokenizer import MultiScaleVQVAE
@@ -41,10 +41,14 @@ CHECKPOINT_FORMAT = "varc-model/1"
 
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
-    """``"auto"`` -> CUDA where present, else CPU; anything else as torch understands it."""
+    """``"auto"`` -> CUDA where present, else CPU; ``cuda`` without a GPU is a ValueError (never
+    a silent fall-back to the CPU); anything else as torch understands it."""
     if spec is None or spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(spec)!r} requested but no CUDA GPU is available; use auto or cpu")
+    return device
 
 
 class VARModel(nn.Module):
@@ -349,8 +353,7 @@ class VARModel(nn.Module):
     # =========================================================================================
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> None:
         """:meth:`to_bytes`, written atomically (a full disk fails as an OSError)."""
-        data = self.to_bytes(extra)
-        atomic_write(path, lambda f: f.write(data))
+        atomic_write_bytes(path, self.to_bytes(extra))
 
     def to_bytes(self, extra: dict | None = None) -> bytes:
         """``torch.save`` of {format, config, classes, seed, state_dict, extra}: the file :meth:`load` reads."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from varc.atomic import atomic_write
+from varc.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from varc.model import VARModel
@@ -54,7 +54,7 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, scale: int = 1) -> No
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    atomic_write(path, lambda f: f.write(png))
+    atomic_write_bytes(path, png)
 
 
 def save_grid(images: Tensor, path: str | os.PathLike, nrow: int, scale: int = 1, padding: int = 2) -> None:

@@ -8,14 +8,13 @@ in C order.
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from cil.errors import UserError
+from varc.atomic import atomic_write_bytes
 
 # IDX type code -> big-endian numpy dtype
 _CODE_TO_DTYPE: dict[int, np.dtype] = {
@@ -77,26 +76,9 @@ def read_idx(path: Path) -> np.ndarray:
     return decode_idx(read_idx_bytes(path), name=str(path))
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0o600; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write ``array`` as an IDX file (gzip-compressed when the name ends in .gz), atomically."""
     data = encode_idx(array)
     if Path(path).suffix == ".gz":
         data = gzip.compress(data, mtime=0)
-    write_bytes_atomic(Path(path), data)
+    atomic_write_bytes(Path(path), data)

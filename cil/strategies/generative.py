@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from cil.errors import UserError
+from cil.strategies.base import collect
 from cil.strategies.registry import StrategyContext, register
 from cil.typecheck import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_keys, coerce
 
@@ -115,20 +116,8 @@ def stream_test_images(test_stream):
     """Every test image and label of a stream, experience after experience (the report's order)."""
     import torch
 
-    xs, ys = zip(*(_collect(exp.dataset) for exp in test_stream))
+    xs, ys = zip(*(collect(exp.dataset) for exp in test_stream))
     return torch.cat(xs), torch.cat(ys)
-
-
-def _collect(dataset, batch_size: int = 2048):
-    """All (images, labels) of an Avalanche dataset as two tensors."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    xs, ys = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        xs.append(batch[0])
-        ys.append(batch[1])
-    return torch.cat(xs), torch.cat(ys).long()
 
 
 @functools.lru_cache(maxsize=None)
@@ -233,7 +222,7 @@ def _classes():
             from varc import train as vt
 
             s, var, seed = self.settings, self.var, self.ctx.seed * 1000 + self.exp_index
-            images, labels = _collect(experience.dataset)
+            images, labels = collect(experience.dataset)
             new = sorted(set(labels.tolist()) - set(var.classes))
             first = not var.classes
             t0 = time.perf_counter()
@@ -377,8 +366,10 @@ def _variant(fn, doc: str, **defaults):
     return wrapper
 
 
-register("varc", check=check_settings)(build_varc)
-build_avarc_plus = register("avarc_plus", check=check_settings)(_variant(
+# The VAR classifier trains with its own schedule (its epochs, learning rates and batch size are
+# its own keys); of the protocol's training settings it reads only the evaluation minibatch.
+register("varc", check=check_settings, uses_training=("eval_mb_size",))(build_varc)
+build_avarc_plus = register("avarc_plus", check=check_settings, uses_training=("eval_mb_size",))(_variant(
     build_varc,
     "A-VARC+: VARC with CCA fine-tuning, candidate pruning and likelihood smoothing (Chen, Inouye, Gao 2025).",
     prune=[[2, 3], ["full", 1]], smooth_samples=2, smooth_std=0.05, cca_epochs=1,

@@ -11,14 +11,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from cil.strategies.base import ScoreClassifier
 from cil.strategies.registry import StrategyContext, register
 from cil.typecheck import PositiveFloat, PositiveInt
 
 if TYPE_CHECKING:
     import torch
-    from avalanche.training.templates import SupervisedTemplate
-else:  # the registry resolves hints at import time; avalanche is imported only inside builders
-    SupervisedTemplate = Any
 
 
 def oas_shrinkage(cov_sum_sq: float, cov_trace: float, n_features: int, n_samples: int) -> float:
@@ -37,7 +35,7 @@ def oas_shrinkage(cov_sum_sq: float, cov_trace: float, n_features: int, n_sample
     return 1.0 if den == 0 else min(num / den, 1.0)
 
 
-class StreamingRFFLDA:
+class StreamingRFFLDA(ScoreClassifier):
     """Random Fourier features z(x) = sqrt(2/D) cos(W x + b) of flattened images, W ~ N(0, 2 gamma I),
     b ~ U[0, 2 pi) (so z(x).z(x') ~ exp(-gamma ||x - x'||^2)), then linear discriminant analysis
     with the OAS-shrunk pooled within-class covariance.
@@ -220,7 +218,8 @@ class StreamingRFFLDA:
         self.scatter = None if state["scatter"] is None else state["scatter"].to(self.device)
 
 
-@register("randumb", help="RanDumb: random Fourier features + streaming LDA with OAS shrinkage (Prabhu et al. 2024)")
+@register("randumb", help="RanDumb: random Fourier features + streaming LDA with OAS shrinkage (Prabhu et al. 2024)",
+          uses_training=("eval_mb_size",))
 def build_randumb(
     ctx: StrategyContext,
     *,
@@ -233,7 +232,7 @@ def build_randumb(
     # the only ones a class-incremental learner has then, and then frozen).
     gamma: PositiveFloat | None = None,
     chunk_size: PositiveInt = 1024,  # images per feature block: bounds the [chunk, n_features] temporaries
-) -> SupervisedTemplate:
+) -> StreamingRFFLDA:
     """RanDumb (Prabhu et al., NeurIPS 2024): random Fourier features of the flattened pixels
     (RBF kernel), then streaming LDA with an OAS-shrunk shared covariance; exact, no stored images.
 
@@ -241,10 +240,6 @@ def build_randumb(
     D x D scatter, 800 MB at the default width, would be written after every experience): an
     interrupted cell starts over. The protocol's backbone, optimizer and epochs are ignored.
     """
-    name = ctx.name or "randumb"
-    from cil.strategies.ncm import score_strategy
-
     c, h, w = ctx.image_shape
-    core = StreamingRFFLDA(ctx.n_classes, c * h * w, n_features=n_features, gamma=gamma, seed=ctx.seed,
+    return StreamingRFFLDA(ctx.n_classes, c * h * w, n_features=n_features, gamma=gamma, seed=ctx.seed,
                            chunk_size=chunk_size, device=ctx.device)
-    return score_strategy(ctx, core, name, checkpoints=False)

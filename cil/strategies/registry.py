@@ -25,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from cil.config import TRAINING_OVERRIDES, TrainingConfig
 from cil.errors import UserError
 from cil.typecheck import coerce
 
@@ -33,19 +34,16 @@ ENTRY_POINT_GROUP = "cil.strategies"
 
 @dataclass(frozen=True)
 class StrategyContext:
-    """Everything a builder needs that does not depend on the strategy itself."""
+    """Everything a builder needs that does not depend on the strategy itself.
+
+    ``training`` is the entry's resolved training settings (the protocol's ``training:``
+    section with the entry's overrides); the properties below read from it, so every default
+    has one source (:class:`cil.config.TrainingConfig`).
+    """
 
     n_classes: int
     image_shape: tuple[int, int, int]  # (C, H, W)
-    backbone: str = "mlp"
-    backbone_args: dict = field(default_factory=dict)
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    train_mb_size: int = 64
-    eval_mb_size: int = 256
-    train_epochs: int = 1
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     device: Any = "cpu"  # torch.device
     seed: int = 0
     evaluator: Any = None  # avalanche EvaluationPlugin
@@ -53,6 +51,22 @@ class StrategyContext:
     epoch_plugins: tuple = ()  # these watch Avalanche's SGD loop: only for strategies that run it
     progress: bool = True
     name: str = ""  # the protocol's name for this entry (e.g. replay_500), for messages
+
+    backbone = property(lambda self: self.training.backbone)
+    backbone_args = property(lambda self: dict(self.training.backbone_args))
+    optimizer = property(lambda self: self.training.optimizer)
+    lr = property(lambda self: self.training.lr)
+    weight_decay = property(lambda self: self.training.weight_decay)
+    momentum = property(lambda self: self.training.momentum)
+    train_mb_size = property(lambda self: self.training.train_mb_size)
+    eval_mb_size = property(lambda self: self.training.eval_mb_size)
+    train_epochs = property(lambda self: self.training.epochs)
+
+    def with_training(self, **changes: Any) -> "StrategyContext":
+        """This context with some training settings changed, e.g. ``ctx.with_training(lr=ctx.lr / 10)``."""
+        import dataclasses
+
+        return dataclasses.replace(self, training=dataclasses.replace(self.training, **changes))
 
     def make_model(self):
         """The protocol's discriminative backbone, freshly initialised."""
@@ -107,23 +121,35 @@ Check = Callable[..., None]
 
 @dataclass(frozen=True)
 class StrategySpec:
+    """A registered strategy and what it declares: its keys (``params``), extra checks, and
+    which of the protocol's training settings it uses (an entry that overrides another one is
+    an error: the setting would be recorded but ignored)."""
+
     name: str
     builder: Builder
     help: str
     params: dict[str, Param]
     module: str
     check: Check | None = None
+    uses_training: tuple[str, ...] = TRAINING_OVERRIDES
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
 _discovered = False
 
 
-def register(name: str, *, help: str = "", check: Check | None = None) -> Callable[[Builder], Builder]:
+def register(name: str, *, help: str = "", check: Check | None = None,
+             uses_training: tuple[str, ...] = TRAINING_OVERRIDES) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder`` available as strategy ``name``.
 
     ``check`` validates what the parameters' type hints cannot (see :data:`Check`); bounds on
-    numbers go in the hints themselves (``cil.typecheck.PositiveInt`` and friends)."""
+    numbers go in the hints themselves (``cil.typecheck.PositiveInt`` and friends).
+    ``uses_training`` names the training settings (``cil.config.TrainingConfig`` fields) the
+    strategy reads: all of them for an SGD strategy, e.g. only ``eval_mb_size`` for one that
+    returns a :class:`cil.strategies.base.ScoreClassifier`."""
+    unknown = sorted(set(uses_training) - set(TRAINING_OVERRIDES))
+    if unknown:
+        raise ValueError(f"strategy {name!r}: uses_training names unknown settings {unknown}")
 
     def deco(builder: Builder) -> Builder:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
@@ -136,7 +162,7 @@ def register(name: str, *, help: str = "", check: Check | None = None) -> Callab
                     raise ValueError(f"strategy {name!r}: parameter {p.name!r} needs a default")
                 params[p.name] = Param(p.name, hints.get(p.name, Any), p.default)
         doc = help or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__, check)
+        _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__, check, tuple(uses_training))
         return builder
 
     return deco
@@ -198,6 +224,23 @@ def validate_params(name: str, given: dict | None, *, where: str | None = None,
 
 
 def build(name: str, ctx: StrategyContext, params: dict | None = None):
-    """Validate ``params`` and call the builder: returns an avalanche strategy object."""
+    """Validate ``params`` and call the builder; a :class:`~cil.strategies.base.ScoreClassifier`
+    comes back wrapped for Avalanche's evaluation loop. Returns a strategy with ``train`` and
+    ``eval``, or a one-line error naming what the builder returned instead."""
+    from cil.strategies.base import ScoreClassifier, as_avalanche
+
     spec = get(name)
-    return spec.builder(ctx, **validate_params(name, params))
+    made = spec.builder(ctx, **validate_params(name, params, where=f"strategies.{ctx.name or name}"))
+    if isinstance(made, ScoreClassifier):
+        return as_avalanche(ctx, made)
+    from avalanche.training.templates import BaseTemplate
+
+    if not isinstance(made, BaseTemplate):
+        raise UserError(f"strategy {ctx.name or name!r} ({spec.module}): the builder returned "
+                        f"{type(made).__name__}; expected an Avalanche strategy (a SupervisedTemplate or another "
+                        "avalanche.training.templates.BaseTemplate) or a cil.strategies.base.ScoreClassifier")
+    if any(p not in made.plugins for p in ctx.plugins):
+        raise UserError(f"strategy {ctx.name or name!r} ({spec.module}) does not apply the runner's plugins "
+                        "(ctx.plugins: evaluation, task-incremental masking); pass them to the template, e.g. "
+                        "with ctx.template_kwargs(model)")
+    return made

@@ -38,7 +38,8 @@ def fixed_feature_extractor(features: str, image_shape: tuple[int, int, int], n_
     return model, n_features
 
 
-@register("slda", help="Streaming LDA on fixed pixel or random features (Hayes & Kanan 2020)")
+@register("slda", help="Streaming LDA on fixed pixel or random features (Hayes & Kanan 2020)",
+          uses_training=("train_mb_size", "eval_mb_size"))
 def build_slda(
     ctx: StrategyContext,
     *,

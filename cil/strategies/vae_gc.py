@@ -14,14 +14,12 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from cil.errors import UserError
+from cil.strategies.base import ScoreClassifier
 from cil.strategies.registry import StrategyContext, register
 from cil.typecheck import PositiveFloat, PositiveInt
 
 if TYPE_CHECKING:
     import torch
-    from avalanche.training.templates import SupervisedTemplate
-else:  # the registry resolves hints at import time; avalanche is imported only inside builders
-    SupervisedTemplate = Any
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -89,7 +87,7 @@ def make_vae(input_dim: int, hidden: list[int], latent_dim: int, generator: torc
     })
 
 
-class PerClassVAEClassifier:
+class PerClassVAEClassifier(ScoreClassifier):
     """One VAE per class (van de Ven, Li & Tolias 2021); classify by argmax_y log p(x|y).
 
     ``update(images, labels)`` trains, for each class present, that class's VAE (created on
@@ -101,6 +99,8 @@ class PerClassVAEClassifier:
     same noise for every class, drawn from a generator seeded with ``seed``: evaluation is
     deterministic and leaves the global RNG alone), -inf for the others.
     """
+
+    checkpoints = True
 
     def __init__(self, n_classes: int, input_dim: int, *, hidden: tuple[int, ...] | list[int] = (85, 85),
                  latent_dim: int = 5, iterations: int = 1000, batch_size: int = 128, lr: float = 1e-3,
@@ -230,7 +230,8 @@ def _check(params: dict, *, where: str, image_shape: tuple[int, int, int] | None
         raise UserError(f"{where}.hidden: give at least one hidden width, e.g. [85, 85]")
 
 
-@register("vae_gc", check=_check, help="Generative classifier: one VAE per class, importance-sampled log p(x|y) (van de Ven et al. 2021)")
+@register("vae_gc", check=_check, uses_training=("eval_mb_size",),
+          help="Generative classifier: one VAE per class, importance-sampled log p(x|y) (van de Ven et al. 2021)")
 def build_vae_gc(
     ctx: StrategyContext,
     *,
@@ -248,7 +249,7 @@ def build_vae_gc(
     # log p(x|z) at test time. Training always uses the Bernoulli likelihood (binary
     # cross-entropy); the authors' evaluation code scores with a unit-variance Gaussian instead.
     eval_likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
-) -> SupervisedTemplate:
+) -> PerClassVAEClassifier:
     """Generative classifier with one VAE per class (van de Ven, Li & Tolias, CVPR-W 2021):
     argmax_y of the importance-sampled log p(x|y); old classes' VAEs are never trained again.
 
@@ -256,12 +257,9 @@ def build_vae_gc(
     backbone, optimizer, lr and epochs are ignored. Pixels must lie in [0, 1] (Bernoulli decoder).
     """
     name = ctx.name or "vae_gc"
-    from cil.strategies.ncm import score_strategy
-
     c, h, w = ctx.image_shape
     log = (lambda msg: print(f"  [{name}] {msg}", flush=True)) if ctx.progress else None
-    core = PerClassVAEClassifier(ctx.n_classes, c * h * w, hidden=hidden, latent_dim=latent_dim,
+    return PerClassVAEClassifier(ctx.n_classes, c * h * w, hidden=hidden, latent_dim=latent_dim,
                                  iterations=iterations, batch_size=batch_size, lr=vae_lr,
                                  importance_samples=importance_samples, eval_likelihood=eval_likelihood,
                                  seed=ctx.seed, device=ctx.device, log=log)
-    return score_strategy(ctx, core, name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from cil.strategies.registry import StrategyContext, register
@@ -14,5 +13,5 @@ def build_lower_lr_naive(ctx: StrategyContext, *, lr_scale: float = 0.1) -> Any:
     (Mirzadeh et al. 2020, "Understanding the Role of Training Regimes in Continual Learning")."""
     from avalanche.training import Naive
 
-    slow = dataclasses.replace(ctx, lr=ctx.lr * lr_scale)
+    slow = ctx.with_training(lr=ctx.lr * lr_scale)
     return Naive(**slow.template_kwargs(slow.make_model()))
