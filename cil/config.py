@@ -56,6 +56,19 @@ TRAINING_OVERRIDES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
 
 
 @dataclass(frozen=True, kw_only=True)
+class RobustnessConfig:
+    """An extra evaluation of every cell's model on corrupted copies of a fixed, class-balanced
+    subset of the test set (``cil.robustness``, after MNIST-C): after the last experience, or
+    after every one (forgetting under shift). The same images for every strategy and seed."""
+
+    corruptions: str | list[str] = "all"  # "all", "fog,zigzag" or a list of names
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    after: Literal["final", "every"] = "final"
+    images: int = 1000  # per corruption and severity, split evenly over the classes
+    seed: int = 0  # which test images, and the corruptions' randomness
+
+
+@dataclass(frozen=True, kw_only=True)
 class StrategyEntry:
     """One strategy of a protocol: a display name, the registered builder and its settings.
 
@@ -108,6 +121,7 @@ class Protocol:
     strategies: list[StrategyEntry] = field(default_factory=list)
     description: str = ""
     pairing: str = "crossed"  # crossed: every seed with every class order; paired: seed k with order k
+    robustness: RobustnessConfig | None = None
 
     def entry(self, name: str) -> StrategyEntry:
         for e in self.strategies:
@@ -151,7 +165,7 @@ def _class_order(order: str | list[int], seed: int, index: int) -> ClassOrder:
 
 
 TOP_KEYS = ("name", "description", "dataset", "data_root", "stream", "training", "seeds", "device", "threads",
-            "pairing", "strategies")
+            "pairing", "robustness", "strategies")
 ENTRY_KEYS = ("strategy", "resources")  # what an entry may hold besides the strategy's own keys and overrides
 RESOURCE_KEYS = ("cpus", "gpus")
 
@@ -240,12 +254,16 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
         params = registry.validate_params(builder, settings, where=where)
         entries.append(StrategyEntry(name=str(name), strategy=builder, params=params, training=t_cfg,
                                      resources=resources))
+    robustness = None
+    if raw.get("robustness") is not None:
+        robustness = _build(RobustnessConfig, raw["robustness"], "robustness")
+        _robustness_errors(robustness)
     name = coerce(raw.get("name", default_name), str, "name")
     return Protocol(name=name, description=coerce(raw.get("description", ""), str, "description"),
                     dataset=coerce(raw.get("dataset", "digits"), str, "dataset"),
                     data_root=coerce(raw.get("data_root"), str | None, "data_root"),
                     stream=stream, training=training, seeds=seeds, device=device, threads=threads,
-                    strategies=entries, pairing=pairing)
+                    strategies=entries, pairing=pairing, robustness=robustness)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -263,6 +281,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         parsed = value
     return path, parsed
+
+
+def _robustness_errors(r: RobustnessConfig) -> None:
+    from cil.robustness import SEVERITIES, expand_corruptions
+
+    try:
+        expand_corruptions(r.corruptions)
+    except ValueError as exc:
+        raise UserError(f"robustness.corruptions: {exc}") from None
+    if not r.severities or any(s not in SEVERITIES for s in r.severities):
+        raise UserError(f"robustness.severities: give severities from {list(SEVERITIES)}, got {r.severities}")
+    if r.images < 1:
+        raise UserError(f"robustness.images must be >= 1, got {r.images}")
 
 
 def field_overrides(items: list[str]) -> dict[str, Any]:
@@ -373,6 +404,8 @@ def resolved_dict(p: Protocol) -> dict:
         "stream": dataclasses.asdict(p.stream), "training": dataclasses.asdict(p.training),
         "seeds": list(p.seeds), "device": p.device, "threads": p.threads, "pairing": p.pairing, "strategies": {},
     }
+    if p.robustness is not None:
+        out["robustness"] = dataclasses.asdict(p.robustness)
     for e in p.strategies:
         entry: dict[str, Any] = {"strategy": e.strategy, **e.params}
         if e.resources:

@@ -220,7 +220,8 @@ class _Writer:
         results.write_cell(self.out_dir, protocol=self.protocol.name, strategy=cell.entry.name, seed=cell.seed,
                            order=_folder_order(self.protocol, cell), accuracy_matrix=record.rows,
                            timings=record.timings, metrics=record.metrics, config=record.config,
-                           inference=record.inference, files={"model.pt": record.model} if record.model else None)
+                           inference=record.inference, files={"model.pt": record.model} if record.model else None,
+                           robustness=record.robustness)
         _clear_checkpoints(self.folder(cell) / "checkpoints")
         if self.log is not None:
             took = f" ({seconds:.1f} s)" if seconds is not None else ""

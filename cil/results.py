@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pandas is imported lazily: importing cil.results stays chea
 ACCURACY_FILE = "accuracy_matrix.csv"
 TIMINGS_FILE = "timings.csv"
 INFERENCE_FILE = "inference.csv"
+ROBUSTNESS_FILE = "robustness.csv"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.csv"
@@ -36,6 +37,7 @@ ACCURACY_COLUMNS = KEY_COLUMNS + ["train_exp", "eval_exp", "accuracy"]
 TIMING_COLUMNS = KEY_COLUMNS + ["train_exp", "train_seconds", "eval_seconds", "peak_memory_mb"]
 INFERENCE_COLUMNS = KEY_COLUMNS + ["setting", "accuracy", "images_per_second",
                                    "token_forwards_per_image", "seconds_per_image"]
+ROBUSTNESS_COLUMNS = KEY_COLUMNS + ["train_exp", "corruption", "severity", "accuracy"]
 METRIC_NAMES = ["final_accuracy", "average_incremental_accuracy", "average_forgetting", "bwt"]
 COST_NAMES = ["train_seconds", "eval_seconds", "peak_memory_mb"]
 SUMMARY_COLUMNS = KEY_COLUMNS + ["order", "n_experiences"] + METRIC_NAMES + COST_NAMES
@@ -116,7 +118,7 @@ def _csv_text(rows: list[dict], columns: list[str]) -> str:
 def write_cell(out_dir: Path, *, protocol: str, strategy: str, seed: int,
                accuracy_matrix: Sequence[Sequence[float]], timings: list[dict], metrics: dict,
                config: dict, inference: list[dict] | None = None, order: str | None = None,
-               files: dict[str, bytes] | None = None) -> Path:
+               files: dict[str, bytes] | None = None, robustness: list[dict] | None = None) -> Path:
     """Write every file of one cell, ``metrics.json`` last, each atomically; return the cell folder.
 
     ``order`` names the cell's class order in its folder (runs with several class orders);
@@ -169,6 +171,13 @@ def write_cell(out_dir: Path, *, protocol: str, strategy: str, seed: int,
         atomic_write_text(inf_path, _csv_text(inf_rows, INFERENCE_COLUMNS))
     else:
         inf_path.unlink(missing_ok=True)
+
+    rob_path = folder / ROBUSTNESS_FILE
+    if robustness:
+        rob_rows = [{**key, **{c: row[c] for c in ROBUSTNESS_COLUMNS[3:]}} for row in robustness]
+        atomic_write_text(rob_path, _csv_text(rob_rows, ROBUSTNESS_COLUMNS))
+    else:
+        rob_path.unlink(missing_ok=True)
 
     for name, data in (files or {}).items():
         atomic_write_bytes(folder / name, data)
@@ -255,7 +264,7 @@ class RunData:
     Every frame has a ``run`` column (the folder's name, or ``parent/name`` when two folders
     share a name) in front of the file's own columns, so several runs stay apart.
     ``summary`` is built from the cells' ``metrics.json`` (the authoritative numbers).
-    ``configs`` maps ``(run, strategy, seed)`` to the cell's resolved config.
+    ``configs`` maps ``(run, strategy, seed, order)`` to the cell's resolved config.
     """
 
     run_dirs: dict[str, Path]
@@ -263,8 +272,9 @@ class RunData:
     timings: "pd.DataFrame"
     summary: "pd.DataFrame"
     inference: "pd.DataFrame"
-    configs: dict[tuple[str, str, int], dict] = field(default_factory=dict)
+    configs: dict[tuple[str, str, int, str], dict] = field(default_factory=dict)
     incomplete: list[Path] = field(default_factory=list)
+    robustness: "pd.DataFrame | None" = None  # accuracy under corruptions, cells that have robustness.csv
 
     @property
     def runs(self) -> list[str]:
@@ -385,6 +395,18 @@ def _read_inference(path: Path, strategy: str, seed: int) -> "pd.DataFrame":
     return df
 
 
+def _read_robustness(path: Path, strategy: str, seed: int, T: int) -> "pd.DataFrame":
+    df = _read_csv(path, ROBUSTNESS_COLUMNS, numeric=["seed", "train_exp", "severity", "accuracy"],
+                   required=ROBUSTNESS_COLUMNS, unit=["accuracy"])
+    _integral(df, path, ["train_exp", "severity"])
+    _check_key(df, path, strategy, seed)
+    if df["train_exp"].max() >= T:
+        raise _fail(path, f"train_exp {df['train_exp'].max()} but the accuracy matrix has {T} experiences")
+    df["seed"] = df["seed"].astype(int)
+    df["corruption"] = df["corruption"].astype(str)
+    return df
+
+
 def _read_metrics(path: Path, strategy: str, seed: int) -> dict:
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
@@ -437,7 +459,7 @@ def _read_one(run_dir: Path, run: str):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder (expected the --out folder of `cil run`)")
-    acc, tim, inf, summ, configs, incomplete = [], [], [], [], {}, []
+    acc, tim, inf, summ, configs, incomplete, rob = [], [], [], [], {}, [], []
     for strategy, seed, folder_order, folder in _iter_cell_dirs(run_dir):
         mpath = folder / METRICS_FILE
         if not mpath.exists():
@@ -463,6 +485,8 @@ def _read_one(run_dir: Path, run: str):
         tim.append(_with_order(_read_timings(folder / TIMINGS_FILE, strategy, seed, T), order))
         if (folder / INFERENCE_FILE).exists():
             inf.append(_with_order(_read_inference(folder / INFERENCE_FILE, strategy, seed), order))
+        if (folder / ROBUSTNESS_FILE).exists():
+            rob.append(_with_order(_read_robustness(folder / ROBUSTNESS_FILE, strategy, seed, T), order))
         configs[(run, strategy, seed, order)] = config
         summ.append(_metrics_row(m))
     if not summ:
@@ -481,7 +505,7 @@ def _read_one(run_dir: Path, run: str):
     summary["seed"] = summary["seed"].astype(int)
     summary.insert(0, "run", run)
     return (frame(acc, ACCURACY_COLUMNS), frame(tim, TIMING_COLUMNS), summary,
-            frame(inf, INFERENCE_COLUMNS), configs, incomplete)
+            frame(inf, INFERENCE_COLUMNS), configs, incomplete, frame(rob, ROBUSTNESS_COLUMNS))
 
 
 def _with_order(df: "pd.DataFrame", order: str | None) -> "pd.DataFrame":
@@ -528,7 +552,8 @@ def read_runs(run_dirs: Sequence[Path]) -> RunData:
         configs.update(p[4])
         incomplete.extend(p[5])
     return RunData(run_dirs=dict(zip(names, run_dirs)), accuracy=cat(0), timings=cat(1),
-                   summary=cat(2), inference=cat(3), configs=configs, incomplete=incomplete)
+                   summary=cat(2), inference=cat(3), configs=configs, incomplete=incomplete,
+                   robustness=cat(6))
 
 
 def read_run(run_dir: Path) -> RunData:

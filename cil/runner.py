@@ -240,6 +240,35 @@ class CellRecord:
     config: dict
     inference: list[dict] | None
     model: bytes | None  # the final model's file (model.pt), for strategies that save one
+    robustness: list[dict] | None = None  # accuracy under corruptions (protocols with `robustness:`)
+
+
+_CORRUPTED: dict[tuple, list] = {}
+
+
+def _corrupted_streams(protocol: Protocol, cell: Cell, dataset) -> list:
+    """The corrupted test streams of the cell's class order, built once per process."""
+    from cil.streams import corrupted_streams
+
+    narrowed = protocol.for_cell(cell)
+    key = (protocol.dataset, protocol.data_root, json.dumps(resolved_dict(narrowed)["stream"], default=str),
+           json.dumps(dataclasses.asdict(protocol.robustness)))
+    if key not in _CORRUPTED:
+        _CORRUPTED[key] = corrupted_streams(narrowed, dataset)
+    return _CORRUPTED[key]
+
+
+def evaluate_robustness(strategy: Any, corrupted: list, train_exp: int, name: str) -> list[dict]:
+    """Accuracy on the classes seen so far (experiences 0..train_exp), per corruption and
+    severity, through the strategy's own ``eval`` (its plugins and prediction rule included)."""
+    rows = []
+    for corruption, severity, stream in corrupted:
+        tests = stream.benchmark.test_stream
+        accs = experience_accuracies(strategy.eval(tests), stream.n_experiences, name=name)
+        sizes = [len(tests[j].dataset) for j in range(train_exp + 1)]
+        seen = sum(a * n for a, n in zip(accs, sizes)) / sum(sizes)
+        rows.append({"train_exp": train_exp, "corruption": corruption, "severity": severity, "accuracy": seen})
+    return rows
 
 
 def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir: Path | None,
@@ -268,6 +297,9 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     T = stream.n_experiences
     rows: list[list[float]] = []
     timings: list[dict] = []
+    robust: list[dict] = []
+    corrupted = _corrupted_streams(protocol, cell, dataset) if protocol.robustness is not None else []
+    robust_exps = set() if not corrupted else set(range(T)) if protocol.robustness.after == "every" else {T - 1}
     start_exp = 0
     settings = json.dumps(cell_settings(protocol, cell), sort_keys=True, default=str)
     if force and checkpoint_dir is not None:
@@ -278,7 +310,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
             seed_everything(seed)
             strategy = registry.build(entry.strategy, ctx, entry.params)
         else:
-            start_exp, rows, timings = resumed
+            start_exp, rows, timings, robust = resumed
     memory = _PeakMemory(device)
     train_stream, test_stream = stream.benchmark.train_stream, stream.benchmark.test_stream
     for i in range(start_exp, T):
@@ -290,14 +322,17 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
         accs = experience_accuracies(strategy.eval(test_stream), T, name=f"strategy {entry.name!r}")
         t2 = time.perf_counter()
         rows.append(accs)
-        timings.append({"train_exp": i, "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
-                        "peak_memory_mb": memory.read()})
+        timing = {"train_exp": i, "train_seconds": t1 - t0, "eval_seconds": t2 - t1, "peak_memory_mb": memory.read()}
+        if i in robust_exps:  # timed apart: the clean evaluation's time is the yardstick
+            robust += evaluate_robustness(strategy, corrupted, i, name=f"strategy {entry.name!r}")
+            timing["robustness_seconds"] = time.perf_counter() - t2
+        timings.append(timing)
         if log is not None:
             seen = sum(accs[: i + 1]) / (i + 1)
             log(f"[{label}] experience {i + 1}/{T} classes {stream.classes_per_experience[i]}: "
                 f"train {t1 - t0:.1f} s, eval {t2 - t1:.1f} s, accuracy on seen {seen:.3f}")
         if can_ckpt:
-            _save_checkpoint(strategy, checkpoint_dir, i, rows, timings, settings)
+            _save_checkpoint(strategy, checkpoint_dir, i, rows, timings, settings, robust)
 
     inference = strategy.inference_report(test_stream) if hasattr(strategy, "inference_report") else None
     metrics = summarize(rows)
@@ -309,6 +344,10 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
         "peak_memory_mb": max(r["peak_memory_mb"] for r in timings),
         "class_order": stream.class_order,
     })
+    if corrupted:
+        final = [r["accuracy"] for r in robust if r["train_exp"] == T - 1]
+        metrics["robust_accuracy"] = sum(final) / len(final)  # mean over corruptions and severities, final model
+        metrics["robustness_seconds"] = sum(t.get("robustness_seconds", 0.0) for t in timings)
     config = resolved_dict(protocol.for_cell(cell))
     config["run"] = {
         "strategy": entry.name, "seed": seed, "order": cell.order.label, "class_order_seed": cell.order.seed,
@@ -323,7 +362,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     # e.g. the VAR classifier's model, for `cil explain RUN_DIR`
     model = strategy.final_model().to_bytes() if hasattr(strategy, "final_model") else None
     return CellRecord(cell=cell, rows=rows, timings=timings, metrics=metrics, config=config, inference=inference,
-                      model=model)
+                      model=model, robustness=robust if corrupted else None)
 
 
 # Settings that do not change a cell's numbers (the grid's axes are the cell's own seed and order).
@@ -395,7 +434,8 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
-def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timings: list, settings: str) -> None:
+def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timings: list, settings: str,
+                     robust: list) -> None:
     """Tensors and plain types only, so that loading needs no pickle (``weights_only=True``)."""
     import io
 
@@ -403,7 +443,7 @@ def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timing
 
     from cil.results import atomic_write_bytes
 
-    state = {"exp": exp, "rows": rows, "timings": timings, "settings": settings,
+    state = {"exp": exp, "rows": rows, "timings": timings, "settings": settings, "robustness": robust,
              "strategy": strategy.checkpoint_state(), "rng": _rng_state()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -411,22 +451,23 @@ def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timing
 
 
 def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: str
-            ) -> tuple[int, list, list] | None:
-    """Load the newest checkpoint into ``strategy``: (next experience, rows, timings).
+            ) -> tuple[int, list, list, list] | None:
+    """Load the newest checkpoint into ``strategy``: (next experience, rows, timings, robustness rows).
 
     A checkpoint that cannot be read as tensors and plain types (damaged, or holding anything
     that would need unpickling code), or that was made under other settings, is reported in
-    one line and removed, and the cell starts over: (0, [], []), or None when the strategy
+    one line and removed, and the cell starts over: (0, [], [], []), or None when the strategy
     had already taken part of it and must be built afresh.
     """
     import torch
 
     files = sorted(ckpt_dir.glob("exp*.pt")) if ckpt_dir.is_dir() else []
     if not files:
-        return 0, [], []
+        return 0, [], [], []
     try:
         state = torch.load(files[-1], weights_only=True, map_location="cpu")
         exp, rows, timings = int(state["exp"]), list(state["rows"]), list(state["timings"])
+        robust = list(state.get("robustness", []))
         if not (len(rows) == len(timings) == exp + 1 <= T):
             raise ValueError(f"holds {len(rows)} rows for experience {exp + 1} of {T}")
         same = state["settings"] == settings
@@ -434,11 +475,11 @@ def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: st
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         _warn(f"[{label}] cannot use checkpoint {files[-1]} ({type(exc).__name__}: {first}); starting the cell over")
         _clear_checkpoints(ckpt_dir)
-        return 0, [], []
+        return 0, [], [], []
     if not same:
         _warn(f"[{label}] {ckpt_dir} holds checkpoints made with other settings; starting the cell over")
         _clear_checkpoints(ckpt_dir)
-        return 0, [], []
+        return 0, [], [], []
     try:
         strategy.load_checkpoint_state(state["strategy"])
         _set_rng_state(state["rng"])
@@ -450,7 +491,7 @@ def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: st
         return None
     if log is not None:
         log(f"[{label}] resuming after experience {exp + 1}/{T} from {files[-1]}")
-    return exp + 1, rows, timings
+    return exp + 1, rows, timings, robust
 
 
 def _clear_checkpoints(ckpt_dir: Path) -> None:

@@ -135,3 +135,38 @@ def protocol_stream(protocol: "Protocol") -> tuple[ImageDataset, Stream]:
     return dataset, build_stream(dataset, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,
                                  first_exp_classes=s.first_exp_classes, class_order=s.class_order,
                                  class_order_seed=s.class_order_seed, task_incremental=s.task_incremental)
+
+
+def robustness_subset(ds: ImageDataset, n_images: int, seed: int) -> np.ndarray:
+    """Indices of a fixed, class-balanced subset of the test set (``n_images`` split evenly over
+    the classes, fewer where a class has fewer): the same for every strategy and training seed."""
+    rng = np.random.default_rng(seed)
+    per_class = max(1, n_images // ds.n_classes)
+    picks = [rng.permutation(np.flatnonzero(ds.y_test == c))[:per_class] for c in range(ds.n_classes)]
+    return np.sort(np.concatenate(picks))
+
+
+def corrupted_streams(protocol: "Protocol", ds: ImageDataset) -> list[tuple[str, int, Stream]]:
+    """(corruption, severity, stream) for the protocol's robustness evaluation: the stream's test
+    experiences hold corrupted copies of :func:`robustness_subset`, split into experiences as the
+    protocol's stream is (its class order), so accuracies can be read per experience."""
+    from cil.robustness import corrupt, expand_corruptions
+
+    r = protocol.robustness
+    keep = robustness_subset(ds, r.images, r.seed)
+    x, y = ds.x_test[keep], ds.y_test[keep]
+    clean = to_tensors(x, y).tensors[0]  # float [N, C, H, W] in [0, 1]
+    s = protocol.stream
+    out = []
+    for name in expand_corruptions(r.corruptions):
+        for severity in r.severities:
+            bad = corrupt(clean.numpy(), name, severity, seed=r.seed)  # [N, C, H, W] in [0, 1]
+            pixels = np.rint(bad * 255.0).astype(np.uint8)
+            pixels = pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
+            shifted = ImageDataset(name=f"{ds.name}:{name}:{severity}", x_train=x, y_train=y, x_test=pixels,
+                                   y_test=y, class_names=ds.class_names)
+            out.append((name, severity, build_stream(
+                shifted, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,
+                first_exp_classes=s.first_exp_classes, class_order=s.class_order,
+                class_order_seed=s.class_order_seed, task_incremental=s.task_incremental)))
+    return out

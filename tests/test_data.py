@@ -555,3 +555,15 @@ def test_npz_missing_or_not_an_npz(tmp_path):
     with pytest.raises(UserError) as excinfo:
         load_dataset(f"npz:{single}")
     assert_one_line_user_error(excinfo, "single.npz", "single array")
+
+
+def test_mnist_fashion_is_both_datasets_as_twenty_classes(tmp_path):
+    digits = _write_tiny_idx_root(tmp_path, MNIST, gz=False, n_train=20, n_test=10)
+    garments = _write_tiny_idx_root(tmp_path, FASHION_MNIST, gz=True, n_train=20, n_test=10)
+    ds = load_dataset("mnist_fashion", root=tmp_path)
+    assert_valid_dataset(ds)
+    assert ds.n_classes == 20 and ds.class_names[:2] == ("digit 0", "digit 1")
+    assert ds.class_names[10:] == FASHION_MNIST.class_names
+    assert np.array_equal(ds.x_train, np.concatenate([digits["train-images-idx3-ubyte"],
+                                                      garments["train-images-idx3-ubyte"]]))
+    assert ds.y_test.tolist() == (np.arange(10) % 10).tolist() + (np.arange(10) % 10 + 10).tolist()

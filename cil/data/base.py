@@ -49,6 +49,7 @@ _LOADERS: dict[str, str] = {
     "mnist5k": "cil.data.mnist5k:load",
     "mnist": "cil.data.mnist:load_mnist",
     "fashion_mnist": "cil.data.mnist:load_fashion_mnist",
+    "mnist_fashion": "cil.data.mnist:load_mnist_fashion",  # both, as one 20-class dataset
     "cifar10": "cil.data.cifar:load_cifar10",
     "cifar100": "cil.data.cifar:load_cifar100",
 }

@@ -138,3 +138,16 @@ def load_mnist(root: Path) -> ImageDataset:
 def load_fashion_mnist(root: Path) -> ImageDataset:
     """Fashion-MNIST from ``<root>/FashionMNIST/raw``."""
     return load_idx_dataset(FASHION_MNIST, root)
+
+
+def load_mnist_fashion(root: Path) -> ImageDataset:
+    """MNIST's ten digits and Fashion-MNIST's ten garments as one 20-class dataset: labels 0..9
+    are the digits, 10..19 the garments (120,000 train / 20,000 test images, 28x28)."""
+    digits, garments = load_mnist(root), load_fashion_mnist(root)
+    return ImageDataset(
+        name="mnist_fashion",
+        x_train=np.concatenate([digits.x_train, garments.x_train]),
+        y_train=np.concatenate([digits.y_train, garments.y_train + 10]),
+        x_test=np.concatenate([digits.x_test, garments.x_test]),
+        y_test=np.concatenate([digits.y_test, garments.y_test + 10]),
+        class_names=tuple(f"digit {c}" for c in digits.class_names) + garments.class_names)
