@@ -1,7 +1,8 @@
 """Figures, reports and summary tables drawn from result files alone (see cil.results).
 
 Submodules: :mod:`~cil.report.aggregate` (pandas tables over seeds and runs),
-:mod:`~cil.report.plots` (matplotlib figures) and :mod:`~cil.report.report` (report.md/html).
+:mod:`~cil.report.plots` (matplotlib figures) and :mod:`~cil.report.report` (report.md/html of
+one run, or one comparison report across several).
 ``make_figures`` and ``write_report`` are re-exported lazily, so ``import cil.report`` does not
 import matplotlib or pandas.
 """

@@ -18,22 +18,27 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: Display order (and fixed colour slots, see cil.report.plots) of strategies the suite ships.
-KNOWN_STRATEGIES = ["naive", "joint", "cumulative", "ewc", "si", "lwf", "replay", "gem", "agem",
-                    "icarl", "gdumb", "der", "slda", "varc", "avarc", "avarc_plus"]
+KNOWN_STRATEGIES = ["naive", "ncm", "joint", "cumulative", "ewc", "si", "lwf", "replay", "gem", "agem",
+                    "icarl", "gdumb", "der", "slda", "randumb", "vae_gc", "varc", "avarc", "avarc_plus"]
 
-LABELS = {
-    "final_accuracy": "final accuracy",
-    "average_incremental_accuracy": "avg. incremental accuracy",
-    "average_forgetting": "avg. forgetting",
-    "bwt": "BWT",
-    "train_seconds": "train time (s)",
-    "eval_seconds": "eval time (s)",
-    "peak_memory_mb": "peak memory (MB)",
-    "accuracy": "accuracy",
-    "seconds_per_image": "seconds / image",
-    "images_per_second": "images / s",
-    "token_forwards_per_image": "token forwards / image",
+#: How a value is shown in tables (the units of the README): column label and the factor from
+#: the result files' unit (accuracy fractions, seconds) to the displayed one (%, points, minutes).
+DISPLAY = {
+    "final_accuracy": ("final accuracy (%)", 100.0),
+    "average_incremental_accuracy": ("avg. incremental accuracy (%)", 100.0),
+    "average_forgetting": ("avg. forgetting (pts)", 100.0),
+    "bwt": ("BWT (pts)", 100.0),
+    "train_seconds": ("train (min)", 1 / 60),
+    "eval_seconds": ("eval (min)", 1 / 60),
+    "peak_memory_mb": ("peak memory (MB)", 1.0),
+    "accuracy": ("accuracy (%)", 100.0),
+    "seconds_per_image": ("ms / image", 1000.0),
+    "images_per_second": ("images / s", 1.0),
+    "token_forwards_per_image": ("token forwards / image", 1.0),
 }
+LABELS = {k: label for k, (label, _factor) in DISPLAY.items()}
+#: values whose displayed numbers are percentages or percentage points (two decimals)
+POINTS = ("final_accuracy", "average_incremental_accuracy", "average_forgetting", "bwt", "accuracy")
 
 SUMMARY_VALUES = METRIC_NAMES + COST_NAMES
 
@@ -148,43 +153,123 @@ def inference_table(data: RunData) -> "pd.DataFrame":
 
 # ---------------------------------------------------------------- formatting
 
-def _decimals(name: str, mean: float) -> int:
-    if name in METRIC_NAMES or name == "accuracy":
-        return 3
+def protocols(data: RunData) -> list[str]:
+    """The distinct protocol names of the cells, in run order."""
+    return list(dict.fromkeys(str(p) for p in data.summary["protocol"]))
+
+
+def mixed_protocols_warning(data: RunData) -> str | None:
+    """One line naming the protocols when the runs (or cells) mix several, else None."""
+    protos = protocols(data)
+    if len(protos) < 2:
+        return None
+    by_proto = data.summary.groupby("protocol", sort=False)["run"].unique()
+    parts = [f"{p} (run{'s' if len(by_proto[p]) > 1 else ''} {', '.join(map(str, by_proto[p]))})"
+             for p in protos]
+    return (f"runs of different protocols are mixed: {'; '.join(parts)}; "
+            "their numbers come from different data or settings")
+
+
+def _decimals(name: str, shown: float) -> int:
+    """Decimals of a displayed value: two for % and points, none for MB, else by magnitude."""
+    if name in POINTS:
+        return 2
     if name == "peak_memory_mb":
         return 0
-    if not math.isfinite(mean) or mean == 0:
+    if not math.isfinite(shown) or shown == 0:
         return 2
-    return int(min(4, max(0, 2 - math.floor(math.log10(abs(mean))))))
+    return int(min(3, max(0, 2 - math.floor(math.log10(abs(shown))))))
+
+
+def shown(name: str, value: float) -> float:
+    """``value`` (the result files' unit) in the unit tables show (%, points, minutes, ms)."""
+    return value * DISPLAY.get(name, ("", 1.0))[1]
+
+
+def fmt(name: str, value: float, *, signed: bool = False) -> str:
+    """One value in display units (``97.83``, ``+1.20`` when signed); ``–`` when missing."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    v = shown(name, value)
+    d = _decimals(name, v)
+    return f"{v:+.{d}f}" if signed else f"{v:.{d}f}"
 
 
 def mean_sd(name: str, mean: float, sd: float) -> str:
-    """``0.812 ± 0.010`` (``0.812`` alone when sd is undefined; ``–`` when there is no value)."""
+    """``97.83 ± 0.41`` in display units (``97.83`` alone when sd is undefined; ``–`` when there
+    is no value). The decimals follow the mean, so mean and sd line up."""
     if mean is None or not math.isfinite(mean):
         return "–"
-    d = _decimals(name, mean)
+    m = shown(name, mean)
+    d = _decimals(name, m)
     if sd is None or not math.isfinite(sd):
-        return f"{mean:.{d}f}"
-    return f"{mean:.{d}f} ± {sd:.{d}f}"
+        return f"{m:.{d}f}"
+    return f"{m:.{d}f} ± {shown(name, sd):.{d}f}"
 
 
-def display_summary(table: "pd.DataFrame", *, show_run: bool | None = None) -> "pd.DataFrame":
-    """:func:`summary_table` as strings ``mean ± sd`` with readable column names."""
+def display_summary(table: "pd.DataFrame", *, show_run: bool | None = None,
+                    show_protocol: bool = True) -> "pd.DataFrame":
+    """:func:`summary_table` as strings ``mean ± sd`` in display units (accuracy in %, forgetting
+    and BWT in points, times in minutes), with the protocol and the number of cells."""
     import pandas as pd
 
     show_run = table["run"].nunique() > 1 if show_run is None else show_run
     rows = []
     for _, r in table.iterrows():
         row = {"run": r["run"]} if show_run else {}
-        row.update({"strategy": r["strategy"], "n": int(r["n"])})
+        if show_protocol:
+            row["protocol"] = r["protocol"]
+        row.update({"strategy": r["strategy"], "cells": int(r["n"])})
         for v in SUMMARY_VALUES:
             row[LABELS[v]] = mean_sd(v, r[f"{v}_mean"], r[f"{v}_sd"])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def display_per_seed(summary: "pd.DataFrame", *, show_run: bool) -> "pd.DataFrame":
+    """One row per cell (strategy, seed, class order) in display units."""
+    import pandas as pd
+
+    rank = {name: k for k, name in enumerate(strategy_order(summary["strategy"].unique()))}
+    runs = list(dict.fromkeys(summary["run"]))
+    s = summary.assign(_r=summary["run"].map(runs.index), _s=summary["strategy"].map(rank))
+    rows = []
+    for _, r in s.sort_values(["_r", "_s", "seed", "order"]).iterrows():
+        row = {"run": r["run"]} if show_run else {}
+        row.update({"protocol": r["protocol"], "strategy": r["strategy"], "seed": int(r["seed"]),
+                    "order": r["order"]})
+        for v in SUMMARY_VALUES:
+            row[LABELS[v]] = fmt(v, r[v])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_table(table: "pd.DataFrame", value: str, runs: Sequence[str]) -> "pd.DataFrame":
+    """Pivot of :func:`summary_table`: one row per strategy, one column per run (mean ± sd in
+    display units), each later run followed by the difference of its mean to the first run's
+    (``Δ run``; ``–`` where either lacks the strategy)."""
+    import pandas as pd
+
+    runs = list(runs)
+    rows = []
+    for strat in strategy_order(table["strategy"].unique()):
+        row: dict[str, str] = {"strategy": strat}
+        first = math.nan
+        for k, run in enumerate(runs):
+            r = table[(table["run"] == run) & (table["strategy"] == strat)]
+            mean = float(r[f"{value}_mean"].iloc[0]) if len(r) else math.nan
+            sd = float(r[f"{value}_sd"].iloc[0]) if len(r) else math.nan
+            row[run] = mean_sd(value, mean, sd)
+            if k == 0:
+                first = mean
+            else:
+                row[f"Δ {run}"] = fmt(value, mean - first, signed=True)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def display_inference(table: "pd.DataFrame", *, show_run: bool | None = None) -> "pd.DataFrame":
-    """:func:`inference_table` as strings ``mean ± sd``."""
+    """:func:`inference_table` as strings ``mean ± sd`` in display units."""
     import pandas as pd
 
     if table.empty:
@@ -193,11 +278,14 @@ def display_inference(table: "pd.DataFrame", *, show_run: bool | None = None) ->
     rows = []
     for _, r in table.iterrows():
         row = {"run": r["run"]} if show_run else {}
-        row.update({"strategy": r["strategy"], "setting": r["setting"], "n": int(r["n"])})
+        row.update({"strategy": r["strategy"], "setting": r["setting"], "cells": int(r["n"])})
         for v in ("accuracy", "seconds_per_image", "images_per_second", "token_forwards_per_image"):
             row[LABELS[v]] = mean_sd(v, r[f"{v}_mean"], r[f"{v}_sd"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+TEXT_COLUMNS = ("run", "strategy", "setting", "protocol", "value", "order", "command", "cells run", "folder")
 
 
 def markdown_table(df: "pd.DataFrame") -> str:
@@ -207,7 +295,7 @@ def markdown_table(df: "pd.DataFrame") -> str:
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
-    left = {c for c in cols if c in ("run", "strategy", "setting", "protocol", "value")}
+    left = {c for c in cols if c in TEXT_COLUMNS}
     lines = ["| " + " | ".join(cell(c) for c in cols) + " |",
              "|" + "|".join(":---" if c in left else "---:" for c in cols) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -217,3 +305,36 @@ def markdown_table(df: "pd.DataFrame") -> str:
 def text_table(df: "pd.DataFrame") -> str:
     """Plain aligned columns for the terminal."""
     return df.to_string(index=False)
+
+
+def memory_above_baseline(data: RunData) -> tuple["pd.DataFrame", dict[str, tuple[float, str]]] | None:
+    """Each cell's peak memory above a baseline, with the baseline of each run and where it
+    comes from; None when there is nothing to compare (a single strategy in a single run).
+
+    ``peak_memory_mb`` is the peak of the whole process (on a CPU mostly torch itself, about
+    900 MB), so the differences between strategies are what it can tell. A run's baseline is
+    the lowest peak of any of its cells; a run with one strategy takes the lowest peak of all
+    the runs drawn. The returned summary frame holds ``peak_memory_mb`` minus the baseline.
+    """
+    s = data.summary.copy()
+    peaks = s["peak_memory_mb"]
+    if peaks.isna().all():
+        return None
+    n_strat = s.groupby("run")["strategy"].nunique()
+    if (n_strat <= 1).all() and len(data.runs) == 1:
+        return None
+    overall = float(peaks.min())
+    baselines = {}
+    for run in data.runs:
+        sel = s["run"] == run
+        if n_strat.get(run, 0) > 1 and s.loc[sel, "peak_memory_mb"].notna().any():
+            baselines[run] = (float(s.loc[sel, "peak_memory_mb"].min()), "lowest peak in the run")
+        else:
+            baselines[run] = (overall, "lowest peak of the runs drawn")
+        s.loc[sel, "peak_memory_mb"] = s.loc[sel, "peak_memory_mb"] - baselines[run][0]
+    return s, baselines
+
+
+def summary_stats(summary: "pd.DataFrame", runs: Sequence[str]) -> "pd.DataFrame":
+    """:func:`summary_table`'s statistics for a summary frame already transformed."""
+    return _seed_stats(summary, ["run", "strategy"], SUMMARY_VALUES, runs)

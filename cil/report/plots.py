@@ -4,18 +4,23 @@ Every function takes a :class:`cil.results.RunData`, returns the matplotlib ``Fi
 callers and tests can inspect axes and legends) and writes it when given a path. Figures are
 built with the object-oriented API on a private Agg canvas: no pyplot state, no display.
 
-Styling: sized for a two-column paper (7 in wide, 8-9 pt text), the colour-blind-safe
-"colorblind" palette of seaborn (Waskom 2021, after Wong 2011, Nature Methods 8:441), and one
-fixed style per strategy across all figures (:func:`strategy_styles`). Bands and error bars are
-± one sample standard deviation over seeds; a single seed draws none.
+Styling: sized for a two-column paper (7 in wide, 8-9 pt text), colours from the
+colour-blind-safe "colorblind" palette of seaborn (Waskom 2021, after Wong 2011, Nature
+Methods 8:441), and one fixed style per strategy *name* in every figure and every run
+(:func:`strategy_style`). Units are those of the README: accuracy in %, forgetting in points,
+times in minutes. Bands and error bars are ± one sample standard deviation over the cells
+(seed × class order); a single cell draws none. An accuracy axis that does not start at 0 is
+marked with a break on its spine and says where it starts.
 """
 
 from __future__ import annotations
 
+import colorsys
 import functools
 import io
 import math
 import re
+import textwrap
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +29,10 @@ from typing import Iterable, Sequence
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 from cil.errors import UserError
 from cil.report import aggregate as agg
@@ -34,21 +41,40 @@ from cil.results import RunData, atomic_write_bytes, read_runs
 FORMATS = ("png", "pdf", "svg")
 PAGE_WIDTH_IN = 7.0
 DPI = 200
+PCT = 100.0  # accuracies are fractions in the files, % (and points) in the figures
 
-# seaborn "colorblind" without its yellow, which vanishes on white as a line.
-PALETTE = ["#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4",
-           "#949494", "#56B4E9"]
-LINESTYLES = ["-", "--", "-."]
-HATCHES = ["", "///", "..."]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<"]
-N_SLOTS = len(PALETTE) * len(LINESTYLES)
+# seaborn "colorblind" without its yellow (it vanishes on white as a line), plus near-black
+BLUE, ORANGE, GREEN, VERMILION, PURPLE = "#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC"
+BROWN, PINK, GREY, SKY, BLACK = "#CA9161", "#FBAFE4", "#949494", "#56B4E9", "#303030"
+PALETTE = [BLUE, ORANGE, GREEN, VERMILION, PURPLE, BROWN, PINK, GREY, SKY]
+LINESTYLES = ["-", "--", "-.", ":"]
+HATCHES = {"-": "", "--": "///", "-.": "...", ":": "xxx"}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "d"]
 
-#: Fixed style slots of the strategies the suite ships (slot = colour + 9 * line style).
-KNOWN_SLOTS = {
-    "varc": 0, "ewc": 1, "lwf": 2, "replay": 3, "gem": 4, "si": 5, "gdumb": 6, "naive": 7,
-    "icarl": 8, "avarc": 9, "der": 12, "agem": 13, "slda": 14, "joint": 16, "avarc_plus": 18,
-    "cumulative": 25,
+
+def _shade(color: str, amount: float) -> str:
+    """``color`` lighter (amount > 0) or darker (< 0), same hue: lightness moves ``amount`` of
+    the way towards white or black."""
+    h, l, s = colorsys.rgb_to_hls(*to_rgb(color))
+    l = l + amount * (1 - l) if amount > 0 else l * (1 + amount)
+    return to_hex(colorsys.hls_to_rgb(h, min(max(l, 0.0), 1.0), s))
+
+
+#: Fixed colour, line style and marker of the strategies the suite ships. Families share a
+#: hue: the VAR classifiers blue, GEM and A-GEM purple, the joint references near-black.
+KNOWN_STYLES = {
+    "naive": (GREY, "-", "o"), "ncm": (GREY, "--", "X"),
+    "cumulative": (BLACK, "-", "s"), "joint": (BLACK, "--", "D"),
+    "ewc": (ORANGE, "-", "^"), "si": (BROWN, "-", "v"), "lwf": (GREEN, "-", "P"),
+    "replay": (VERMILION, "-", "o"), "gem": (PURPLE, "-", "s"), "agem": (PURPLE, "--", "D"),
+    "icarl": (SKY, "-", "<"), "gdumb": (PINK, "-", "X"), "der": (SKY, "--", ">"),
+    "slda": (BROWN, "--", "*"), "randumb": (BROWN, "-.", "h"), "vae_gc": (GREEN, "--", "d"),
+    "varc": (BLUE, "-", "o"), "avarc": (_shade(BLUE, 0.4), "--", "s"),
+    "avarc_plus": (_shade(BLUE, -0.45), "-.", "D"),
 }
+#: Shades (lightness moves) of a shipped strategy's colour for its variants (``replay_500``),
+#: with the line style and marker that go with each.
+VARIANT_SHADES = [(-0.45, "--", "s"), (0.3, ":", "^"), (-0.2, "-.", "D"), (0.5, "-.", "v")]
 
 RC = {
     "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5, "xtick.labelsize": 7.5,
@@ -70,37 +96,48 @@ class Style:
     marker: str
 
 
-def _slot_style(slot: int) -> Style:
-    c, row = slot % len(PALETTE), (slot // len(PALETTE)) % len(LINESTYLES)
-    return Style(PALETTE[c], LINESTYLES[row], HATCHES[row], MARKERS[(c + 3 * row) % len(MARKERS)])
+def _variant_shade(name: str, base: str) -> int:
+    """Which shade a variant of ``base`` takes, from its name alone: a number in the suffix
+    (``replay_200``, ``replay_500``) picks by its power of two, so sizes that differ by a factor
+    of two or more get different shades; other suffixes hash."""
+    number = re.search(r"\d+(?:\.\d+)?", name[len(base):])
+    if number and float(number.group()) > 0:
+        return int(math.floor(math.log2(float(number.group())))) % len(VARIANT_SHADES)
+    return zlib.crc32(name.encode()) % len(VARIANT_SHADES)
+
+
+@functools.lru_cache(maxsize=None)
+def strategy_style(name: str) -> Style:
+    """The style of one strategy name: the same in every figure and every run.
+
+    Shipped strategies have fixed styles (:data:`KNOWN_STYLES`); a variant of one
+    (``<base>_<suffix>``, e.g. ``replay_500``) takes a shade of its base's colour; any other name
+    hashes (crc32, stable across processes and machines) to a colour of the palette, a line
+    style and a marker. The style depends on the name only, never on which other strategies are
+    drawn, so two unrelated names may share a colour (then line style, marker or hatch differ
+    with high probability).
+    """
+    if name in KNOWN_STYLES:
+        color, ls, marker = KNOWN_STYLES[name]
+        return Style(color, ls, HATCHES[ls], marker)
+    base = agg.variant_of(name)
+    if base in KNOWN_STYLES:
+        amount, ls, marker = VARIANT_SHADES[_variant_shade(name, base)]
+        return Style(_shade(KNOWN_STYLES[base][0], amount), ls, HATCHES[ls], marker)
+    known = set(KNOWN_STYLES.values())
+    h = zlib.crc32(name.encode())
+    for k in range(len(MARKERS)):  # never the exact look of a shipped strategy
+        color = PALETTE[h % len(PALETTE)]
+        ls = LINESTYLES[(h // len(PALETTE)) % 3]
+        marker = MARKERS[(h // (3 * len(PALETTE)) + k) % len(MARKERS)]
+        if (color, ls, marker) not in known:
+            break
+    return Style(color, ls, HATCHES[ls], marker)
 
 
 def strategy_styles(names: Iterable[str]) -> dict[str, Style]:
-    """A style per strategy, the same for a name in every figure of a report.
-
-    Shipped strategies own fixed slots; a variant of one (``replay_500``) takes its colour with
-    another line style; other names hash (crc32, stable across processes) to a free slot,
-    probing onward on collisions among the given names; when the unreserved slots run out they
-    borrow those of shipped strategies not drawn (only more than 27 names reuse a style).
-    """
-    names = agg.strategy_order(names)
-    taken = {KNOWN_SLOTS[n] for n in names if n in KNOWN_SLOTS}
-    out = {n: _slot_style(KNOWN_SLOTS[n]) for n in names if n in KNOWN_SLOTS}
-    reserved = set(KNOWN_SLOTS.values())
-    # variants first, so that they find their base's colour still free
-    for n in sorted(set(names) - set(out), key=lambda n: (agg.variant_of(n) is None, n)):
-        base = agg.variant_of(n)
-        # a variant (replay_500) keeps its base's colour with another line style when one is free
-        wanted = ([KNOWN_SLOTS[base] % len(PALETTE) + len(PALETTE) * r for r in range(len(LINESTYLES))]
-                  if base in KNOWN_SLOTS else [])
-        h = zlib.crc32(n.encode()) % N_SLOTS
-        wanted += [(h + k) % N_SLOTS for k in range(N_SLOTS)]
-        # a free unreserved slot; else one reserved for a shipped strategy absent from this figure
-        slot = next((c for c in wanted if c not in taken and c not in reserved),
-                    next((c for c in wanted if c not in taken), h))
-        taken.add(slot)
-        out[n] = _slot_style(slot)
-    return out
+    """:func:`strategy_style` of each name (a name's style never depends on the others)."""
+    return {n: strategy_style(str(n)) for n in agg.strategy_order(names)}
 
 
 # ---------------------------------------------------------------- helpers
@@ -166,12 +203,12 @@ def _fit(name: str, cols: int) -> str:
     return name[:head] + "…" + name[len(name) - (room - 1 - head):]
 
 
-def _band(ax, x, mean, sd, color, alpha=0.18) -> None:
-    """± sd band, only where sd is defined (two or more seeds)."""
+def _band(ax, x, mean, sd, color, alpha=0.18, top: float = PCT) -> None:
+    """± sd band, only where sd is defined (two or more cells)."""
     sd = np.asarray(sd, dtype=float)
     if np.isfinite(sd).any():
-        lo = np.clip(np.asarray(mean) - sd, 0, 1)
-        hi = np.clip(np.asarray(mean) + sd, 0, 1)
+        lo = np.clip(np.asarray(mean) - sd, 0, top)
+        hi = np.clip(np.asarray(mean) + sd, 0, top)
         ax.fill_between(x, lo, hi, color=color, alpha=alpha, linewidth=0,
                         where=np.isfinite(sd), interpolate=False)
 
@@ -183,9 +220,8 @@ def _int_ticks(ax, T: int, axis: str = "x") -> None:
 
 
 def _cell_text(v: float) -> str:
-    """Two decimals without the leading zero (``.83``); ``1.0`` for what rounds to one."""
-    text = f"{v:.2f}"
-    return "1.0" if text == "1.00" else text.lstrip("0")
+    """An accuracy (a fraction) as a whole percentage: ``83``; ``100`` only for what rounds to it."""
+    return f"{v * PCT:.0f}"
 
 
 def _log_axis(ax, values, axis: str = "x") -> None:
@@ -208,11 +244,12 @@ def _hide_unused(axes, used: int) -> None:
         ax.set_visible(False)
 
 
-def _panel_title(ax, name: str, style: Style, cols: int, offset: float = 0.012) -> None:
-    """Strategy name over a panel, above a bar in the strategy's colour (its key elsewhere)."""
-    ax.set_title(_fit(name, cols), loc="left", fontsize=8.5, pad=7.5)
-    ax.plot([0.0, 1.0], [1 + offset, 1 + offset], transform=ax.transAxes, color=style.color,
-            linewidth=2.5, clip_on=False, solid_capstyle="butt", zorder=5)
+def _panel_title(ax, name: str, style: Style, cols: int) -> None:
+    """Strategy name over a panel, after a square in the strategy's colour (its key elsewhere);
+    both sit above the axes, apart from the data."""
+    title = ax.set_title(_fit(name, cols), loc="left", fontsize=8.5, pad=4, x=0.07)
+    ax.annotate("■", xy=(0, 0.5), xycoords=title, xytext=(-2.5, 0), textcoords="offset points",
+                ha="right", va="center", color=style.color, fontsize=9, annotation_clip=False)
 
 
 def _bottom_labels(axes, used: int, cols: int, xlabel: str, ylabel: str) -> None:
@@ -226,17 +263,81 @@ def _bottom_labels(axes, used: int, cols: int, xlabel: str, ylabel: str) -> None
             ax.set_ylabel(ylabel)
 
 
-def _seeds_note(n_min: int, n_max: int) -> str:
+def _cells(summary) -> tuple[int, int, bool]:
+    """(fewest, most) cells per (run, strategy), and whether some strategy has several class orders."""
+    g = summary.groupby(["run", "strategy"])
+    n = g["cell"].nunique()
+    return int(n.min()), int(n.max()), bool((g["order"].nunique() > 1).any())
+
+
+def _spread_note(summary, *, what: str = "mean ± sd") -> str:
+    """``1 seed, no spread shown`` or ``mean ± sd over 3 seeds`` (cells = seed × class order)."""
+    n_min, n_max, orders = _cells(summary)
+    unit = "cells (seed × class order)" if orders else "seeds"
     if n_max <= 1:
         return "1 seed, no spread shown"
-    seeds = f"{n_min}" if n_min == n_max else f"{n_min}-{n_max}"
-    return f"mean ± sd over {seeds} seeds"
+    count = f"{n_min}" if n_min == n_max else f"{n_min}-{n_max}"
+    return f"{what} over {count} {unit}"
 
 
 def _title_run(data: RunData, run: str) -> str:
     protos = data.summary.loc[data.summary["run"] == run, "protocol"].astype(str).unique()
     proto = ", ".join(protos)
-    return proto if proto == run else f"{run} ({proto})"
+    return proto if proto == run else f"{run}, protocol {proto}"
+
+
+def _suptitle(fig: Figure, head: str, note: str = ""):
+    """The figure's title, kept inside the canvas: ``head (note)`` on one line when it fits, else
+    broken after the title's colon and before the note, else wrapped (last resort: smaller)."""
+    renderer = fig.canvas.get_renderer()
+    room = 0.96 * fig.bbox.width
+    title = fig.suptitle("")
+
+    def fits(lines: list[str]) -> bool:
+        title.set_text("\n".join(lines))
+        return title.get_window_extent(renderer).width <= room
+
+    name, colon, rest = head.partition(": ")
+    tail = f"({note})" if note else ""
+    layouts = [[f"{head} {tail}".strip()], [head, tail], [name + colon, f"{rest} {tail}".strip()],
+               [name + colon, rest, tail]]
+    for lines in layouts:
+        if fits([line for line in lines if line]):
+            return title
+    lines = [line for line in layouts[-1] if line]
+    chars = max(len(line) for line in lines)
+    while not fits(lines) and chars > 12:
+        chars = int(chars * room / title.get_window_extent(renderer).width) - 1
+        lines = [w for line in layouts[-1] if line for w in textwrap.wrap(line, chars, break_long_words=True)]
+    while title.get_window_extent(renderer).width > room and title.get_fontsize() > 6:
+        title.set_fontsize(title.get_fontsize() - 0.5)
+    return title
+
+
+def _zoom_range(values: Sequence[float], *, top: float = PCT, cut: float = 0.6) -> tuple[float, float]:
+    """y limits for accuracies in % (or forgetting in points): the whole 0-100 scale, unless all
+    values lie in its upper part (above ``cut`` of it), then zoomed to them, ending at ``top``."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v) or v.min() < cut * top:
+        return -0.02 * top, 1.02 * top
+    span = max(top - v.min(), 0.02 * top)
+    step = next(s for s in (0.5, 1, 2, 5, 10, 20) if span / s <= 6)
+    lo = math.floor((v.min() - 0.12 * span) / step) * step
+    lo = max(lo, 0.0)
+    return lo, top + 0.03 * (top - lo)
+
+
+def _mark_zoom(ax, lo: float) -> None:
+    """A break on the y spine when the axis does not start at 0 (drawn outside the data)."""
+    if lo <= 0:
+        return
+    ax.plot([0, 0], [0.012, 0.04], marker=[(-1, -0.5), (1, 0.5)], markersize=7, linestyle="none",
+            color="black", mec="black", mew=0.9, clip_on=False, transform=ax.transAxes, zorder=6)
+
+
+def _zoom_label(label: str, lo: float) -> str:
+    return label if lo <= 0 else f"{label}\n(axis cut: starts at {lo:g}%)"
 
 
 # ---------------------------------------------------------------- figures
@@ -254,30 +355,39 @@ def plot_forgetting_curves(data: RunData, path: Path | None = None, *, run: str 
     cmap = matplotlib.colormaps["viridis"]
     exp_colors = [cmap(0.88 * j / max(T - 1, 1)) for j in range(T)]
     rows, cols = _grid(len(strategies), names=strategies)
-    fig = _new_figure(PAGE_WIDTH_IN, 0.6 + 1.75 * rows)
+    width = min(PAGE_WIDTH_IN, 1.6 + 1.9 * cols)
+    fig = _new_figure(width, 0.8 + 1.75 * rows + (1.0 if width < 4.6 else 0.0))  # narrow: titles wrap
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    sd = curves["accuracy_sd"].fillna(0)
+    lo, hi = _zoom_range(np.concatenate([(curves["accuracy_mean"] - sd) * PCT, curves["accuracy_mean"] * PCT]))
     for ax, strat in zip(axes, strategies):
         sub = curves[curves["strategy"] == strat]
         for j in range(T):
             e = sub[sub["eval_exp"] == j].sort_values("train_exp")
             if e.empty:
                 continue
-            x, m = e["train_exp"].to_numpy(), e["accuracy_mean"].to_numpy()
+            x, m = e["train_exp"].to_numpy(), e["accuracy_mean"].to_numpy() * PCT
             ax.plot(x, m, color=exp_colors[j], marker="o", markersize=2.5, label=f"exp {j}")
-            _band(ax, x, m, e["accuracy_sd"].to_numpy(), exp_colors[j], alpha=0.15)
+            _band(ax, x, m, e["accuracy_sd"].to_numpy() * PCT, exp_colors[j], alpha=0.15)
         _panel_title(ax, strat, styles[strat], cols)
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(lo, hi)
         ax.set_xlim(-0.3, T - 0.7)
         _int_ticks(ax, T)
     _hide_unused(axes, len(strategies))
-    _bottom_labels(axes, len(strategies), cols, "after training experience i", "accuracy on experience j")
-    n = data.summary[data.summary["run"] == run].groupby("strategy")["cell"].nunique()
-    fig.suptitle(f"Forgetting curves: {_title_run(data, run)} ({_seeds_note(n.min(), n.max())})")
+    _bottom_labels(axes, len(strategies), cols, "after training experience i",
+                   _zoom_label("accuracy on exp. j (%)", lo))
+    for k in range(0, len(strategies), cols):
+        _mark_zoom(axes[k], lo)
+    _suptitle(fig, f"Forgetting curves: {_title_run(data, run)}",
+              _spread_note(data.summary[data.summary["run"] == run]))
     key = "accuracy on experience j (each line starts when j is trained)"
+    if width < 4.6:
+        key = "accuracy on experience j\n(each line starts when j is trained)"
     if T <= 12:
         handles = [Line2D([], [], color=exp_colors[j], marker="o", markersize=3, label=f"exp {j}")
                    for j in range(T)]
-        per_row = T if T <= 6 else math.ceil(T / math.ceil(T / 6))
+        fit = max(1, min(6, int((width - 0.3) / 0.85)))  # entries that fit on one row
+        per_row = T if T <= fit else math.ceil(T / math.ceil(T / fit))
         fig.legend(handles=handles, loc="outside lower center", ncols=per_row, frameon=False, title=key)
     else:  # a long stream: a colour scale reads better than a dozen legend entries
         from matplotlib.cm import ScalarMappable
@@ -297,37 +407,41 @@ def plot_forgetting_curves(data: RunData, path: Path | None = None, *, run: str 
 @_styled
 def plot_average_accuracy(data: RunData, path: Path | None = None, *,
                           styles: dict[str, Style] | None = None) -> Figure:
-    """Mean accuracy on all seen experiences after each experience; all strategies on one axis per run."""
+    """Mean accuracy on all seen experiences after each experience; all strategies on one axis per
+    run, the runs side by side on shared axes."""
     curves = agg.seen_accuracy_curves(data)
     styles = _styles(data, styles)
     runs = data.runs
     rows, cols = _grid(len(runs), 3)
-    width = PAGE_WIDTH_IN if len(runs) > 1 else 5.4
-    fig = _new_figure(width, 0.4 + 2.7 * rows)
-    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+    width = PAGE_WIDTH_IN if len(runs) > 1 else 5.6
+    fig = _new_figure(width, 0.6 + 2.7 * rows)
+    lengths = {int(curves.loc[curves["run"] == r, "train_exp"].max()) + 1 for r in runs}
+    axes = fig.subplots(rows, cols, sharey=True, sharex=len(lengths) == 1, squeeze=False).ravel()
+    sd = curves["accuracy_sd"].fillna(0)
+    lo, hi = _zoom_range(np.concatenate([(curves["accuracy_mean"] - sd) * PCT, curves["accuracy_mean"] * PCT]))
     shown: dict[str, Line2D] = {}
     for ax, run in zip(axes, runs):
         sub = curves[curves["run"] == run]
         T = int(sub["train_exp"].max()) + 1
         for strat in agg.strategy_order(sub["strategy"].unique()):
             s, st = sub[sub["strategy"] == strat].sort_values("train_exp"), styles[strat]
-            x, m = s["train_exp"].to_numpy(), s["accuracy_mean"].to_numpy()
+            x, m = s["train_exp"].to_numpy(), s["accuracy_mean"].to_numpy() * PCT
             (line,) = ax.plot(x, m, color=st.color, linestyle=st.linestyle, marker=st.marker,
                               label=strat)
-            _band(ax, x, m, s["accuracy_sd"].to_numpy(), st.color, alpha=0.14)
+            _band(ax, x, m, s["accuracy_sd"].to_numpy() * PCT, st.color, alpha=0.14)
             shown.setdefault(strat, line)
         ax.set_xlabel("after training experience i")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlim(-0.2, T - 0.8)
+        ax.set_ylim(lo, hi)
+        ax.set_xlim(-0.2, max(lengths) - 0.8)
         _int_ticks(ax, T)
         if len(runs) > 1:
-            ax.set_title(_title_run(data, run))
+            ax.set_title(_title_run(data, run), loc="left")
     for ax in axes[::cols]:
-        ax.set_ylabel("accuracy on seen experiences")
+        ax.set_ylabel(_zoom_label("accuracy on seen experiences (%)", lo))
+        _mark_zoom(ax, lo)
     _hide_unused(axes, len(runs))
-    n = data.summary.groupby(["run", "strategy"])["cell"].nunique()
     head = "Average accuracy over the stream" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
-    fig.suptitle(f"{head} ({_seeds_note(n.min(), n.max())})")
+    _suptitle(fig, head, _spread_note(data.summary))
     order = agg.strategy_order(shown)
     axes[min(cols, len(runs)) - 1].legend([shown[s] for s in order], order, loc="upper left",
                                           bbox_to_anchor=(1.02, 1.0), frameon=False, title="strategy")
@@ -336,32 +450,40 @@ def plot_average_accuracy(data: RunData, path: Path | None = None, *,
     return fig
 
 
+UNTRAINED = dict(facecolor="#f2f2f2", hatch="////", hatchcolor="#b8b8b8", edgecolor="none", linewidth=0)
+
+
 @_styled
 def plot_accuracy_matrices(data: RunData, path: Path | None = None, *, run: str | None = None,
                            styles: dict[str, Style] | None = None) -> Figure:
-    """Heatmap of the accuracy matrix R[i][j] (mean over seeds), annotated, one panel per strategy."""
+    """Heatmap of the accuracy matrix R[i][j] in % (mean over cells), annotated, one panel per
+    strategy; cells of experiences not trained yet (j > i) are hatched, not coloured."""
     run = _one_run(data, run)
     styles = _styles(data, styles)
     a = data.accuracy[data.accuracy["run"] == run]
     strategies = agg.strategy_order(a["strategy"].unique())
     T = int(a["train_exp"].max()) + 1
     rows, cols = _grid(len(strategies), names=strategies)
-    fig = _new_figure(PAGE_WIDTH_IN, 0.55 + 1.85 * rows)
+    fig = _new_figure(min(PAGE_WIDTH_IN, 1.6 + 1.85 * cols), 0.9 + 1.85 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    cmap = matplotlib.colormaps["cividis"]
+    cmap = matplotlib.colormaps["cividis"].with_extremes(bad=UNTRAINED["facecolor"])
     font = 7 if T <= 5 else 5.5 if T <= 8 else 4.2 if T <= 12 else None
+    untrained = np.triu(np.ones((T, T), dtype=bool), k=1)  # j > i
     image = None
     for ax, strat in zip(axes, strategies):
         mean, _sd, _n = agg.mean_matrix(data, run, strat)
-        image = ax.imshow(mean, vmin=0, vmax=1, cmap=cmap, aspect="equal", interpolation="nearest")
+        shown = np.ma.masked_array(mean * PCT, mask=untrained | ~np.isfinite(mean))
+        image = ax.imshow(shown, vmin=0, vmax=PCT, cmap=cmap, aspect="equal", interpolation="nearest")
+        for i, j in zip(*np.nonzero(untrained)):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, **UNTRAINED))
         if font:
             for i in range(T):
-                for j in range(T):
+                for j in range(i + 1):
                     v = mean[i, j]
                     if np.isfinite(v):
                         ax.text(j, i, _cell_text(v), ha="center", va="center", fontsize=font,
                                 color="white" if v < 0.55 else "black")
-        _panel_title(ax, strat, styles[strat], cols, offset=0.025)
+        _panel_title(ax, strat, styles[strat], cols)
         ax.grid(False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
@@ -369,35 +491,51 @@ def plot_accuracy_matrices(data: RunData, path: Path | None = None, *, run: str 
         _int_ticks(ax, T, "y")
         ax.tick_params(length=0, pad=1.5)
     _hide_unused(axes, len(strategies))
-    fig.supxlabel("evaluated on experience j", fontsize=8.5)
-    fig.supylabel("after training experience i", fontsize=8.5)
-    n = data.summary[data.summary["run"] == run].groupby("strategy")["cell"].nunique()
-    seeds = "1 seed" if n.max() <= 1 else f"mean over {n.min() if n.min() == n.max() else f'{n.min()}-{n.max()}'} seeds"
-    fig.suptitle(f"Accuracy matrix R[i][j]: {_title_run(data, run)} ({seeds})")
+    for k in range(len(strategies)):
+        if k + cols >= len(strategies):
+            axes[k].set_xlabel("tested on experience j")
+    if cols == 1:
+        for ax in axes[: len(strategies)]:
+            ax.set_ylabel("after training experience i")
+    else:
+        fig.supylabel("after training experience i", fontsize=8.5)
+    summary = data.summary[data.summary["run"] == run]
+    n_min, n_max, _orders = _cells(summary)
+    note = ("1 seed" if n_max <= 1 else _spread_note(summary, what="mean").replace(", no spread shown", ""))
+    _suptitle(fig, f"Accuracy matrix R[i][j] (%): {_title_run(data, run)}", note)
     if image is not None:
-        fig.colorbar(image, ax=axes[: len(strategies)].tolist(), shrink=0.8, label="accuracy",
+        fig.colorbar(image, ax=axes[: len(strategies)].tolist(), shrink=0.8, label="accuracy (%)",
                      aspect=30, pad=0.01)
+    fig.legend(handles=[Patch(**UNTRAINED, label="experience j not trained yet (j > i)")],
+               loc="outside lower center", frameon=False)
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
-def _hbars(ax, table, value: str, strategies: Sequence[str], styles, seeds, *, xlabel: str) -> None:
-    """Horizontal bars per strategy with ± sd error bars and one dot per seed."""
+def _hbars(ax, table, value: str, strategies: Sequence[str], styles, seeds, *, xlabel: str,
+           factor: float = 1.0, labels=None) -> None:
+    """Horizontal bars per strategy with ± sd error bars, one dot per cell, and (``labels``: a
+    format or a function) the mean written at the end of the bar."""
     y = np.arange(len(strategies))
     for k, strat in enumerate(strategies):
         r = table[table["strategy"] == strat].iloc[0]
-        st, m, sd = styles[strat], r[f"{value}_mean"], r[f"{value}_sd"]
+        st, m, sd = styles[strat], r[f"{value}_mean"] * factor, r[f"{value}_sd"] * factor
         if not np.isfinite(m):
             continue
         ax.barh(k, m, height=0.7, color=st.color, hatch=st.hatch, edgecolor="white" if not st.hatch else "black",
                 linewidth=0.4, label=strat)
         if np.isfinite(sd):
             ax.errorbar(m, k, xerr=sd, color="black", capsize=2, linewidth=0.9, capthick=0.9)
-        pts = seeds[seeds["strategy"] == strat][value].to_numpy(dtype=float)
+        pts = seeds[seeds["strategy"] == strat][value].to_numpy(dtype=float) * factor
         if len(pts) > 1:
             jitter = np.linspace(-0.18, 0.18, len(pts))
             ax.scatter(pts, k + jitter, s=5, color="black", zorder=3, linewidths=0)
+        if labels:
+            end = max(m + (sd if np.isfinite(sd) else 0), np.nanmax(pts) if len(pts) else m, m, 0)
+            text = labels(m) if callable(labels) else labels.format(m)
+            ax.annotate(text, xy=(end, k), xytext=(3, 0), textcoords="offset points",
+                        ha="left", va="center", fontsize=6.5, color="#333333")
     ax.set_yticks(y, strategies)
     ax.set_ylim(len(strategies) - 0.4, -0.6)
     ax.set_xlabel(xlabel)
@@ -407,70 +545,114 @@ def _hbars(ax, table, value: str, strategies: Sequence[str], styles, seeds, *, x
 @_styled
 def plot_final_accuracy_forgetting(data: RunData, path: Path | None = None, *,
                                    styles: dict[str, Style] | None = None) -> Figure:
-    """Final accuracy and average forgetting per strategy: bars ± sd over seeds, dots = seeds."""
+    """Final accuracy (%) and average forgetting (points) per strategy: bars ± sd over cells,
+    dots = cells, the mean written at each bar's end; one row per run, columns share their axis."""
     styles = _styles(data, styles)
     table = agg.summary_table(data)
     runs = data.runs
     n_strat = [table[table["run"] == r]["strategy"].nunique() for r in runs]
-    fig = _new_figure(PAGE_WIDTH_IN, 0.55 + sum(0.4 + 0.24 * n for n in n_strat))
-    axes = fig.subplots(len(runs), 2, squeeze=False,
+    fig = _new_figure(PAGE_WIDTH_IN, 0.7 + sum(0.4 + 0.24 * n for n in n_strat))
+    axes = fig.subplots(len(runs), 2, squeeze=False, sharex="col",
                         gridspec_kw={"height_ratios": [n + 1.6 for n in n_strat]})
+    f = data.summary["average_forgetting"] * PCT
+    f_lo, f_hi = min(0.0, float(np.nanmin(f))), max(float(np.nanmax(f)), 5.0)
     for (ax_acc, ax_fgt), run in zip(axes, runs):
         t = table[table["run"] == run]
         seeds = data.summary[data.summary["run"] == run]
         strategies = agg.strategy_order(t["strategy"])
-        _hbars(ax_acc, t, "final_accuracy", strategies, styles, seeds, xlabel="final accuracy")
+        _hbars(ax_acc, t, "final_accuracy", strategies, styles, seeds, xlabel="final accuracy (%)",
+               factor=PCT, labels="{:.1f}")
         _hbars(ax_fgt, t, "average_forgetting", strategies, styles, seeds,
-               xlabel="average forgetting (lower is better)")
-        ax_acc.set_xlim(0, 1)
-        lo = min(0.0, float(np.nanmin(seeds["average_forgetting"])))
-        hi = max(float(np.nanmax(seeds["average_forgetting"])), 0.05)
-        ax_fgt.set_xlim(lo * 1.1, hi * 1.1)
-        ax_fgt.tick_params(labelleft=False)
+               xlabel="average forgetting (points, lower is better)", factor=PCT, labels="{:.1f}")
+        ax_acc.set_xlim(0, 1.14 * PCT)
+        ax_acc.set_xticks(np.arange(0, PCT + 1, 20))
+        ax_fgt.set_xlim(f_lo - 0.04 * (f_hi - f_lo), f_hi + 0.16 * (f_hi - f_lo))
+        ax_fgt.tick_params(labelleft=False, labelbottom=True)
+        ax_acc.tick_params(labelbottom=True)
+        if f_lo < 0:
+            ax_fgt.axvline(0, color="black", linewidth=0.6)
         if len(runs) > 1:
             ax_acc.set_title(_title_run(data, run), loc="left")
-    n = data.summary.groupby(["run", "strategy"])["cell"].nunique()
     head = "Where each strategy ends" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
-    note = "bars: mean; whiskers: ± sd; dots: seeds" if n.max() > 1 else "one seed, no spread shown"
-    fig.suptitle(f"{head} ({note})")
+    n_min, n_max, _o = _cells(data.summary)
+    note = ("bars: mean; whiskers: ± sd; dots: " + ("cells" if _o else "seeds")) if n_max > 1 \
+        else "one seed, no spread shown"
+    _suptitle(fig, head, note)
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
+COST_VALUES = [("train_seconds", "training time (min)", 1 / 60), ("eval_seconds", "evaluation time (min)", 1 / 60)]
+
+
+def _short_number(v: float) -> str:
+    """A bar's value in two or three significant figures, never in exponent form."""
+    if not np.isfinite(v):
+        return ""
+    if abs(v) >= 10:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:.1f}"
+    return f"{v:.2g}"
+
+
 @_styled
 def plot_cost(data: RunData, path: Path | None = None, *,
               styles: dict[str, Style] | None = None) -> Figure:
-    """Training time, evaluation time (and peak memory when recorded) per strategy."""
+    """Training and evaluation time (minutes, over the whole stream) and, when recorded, each
+    strategy's peak memory above its run's baseline (the lowest peak of any strategy in the run:
+    the recorded peak is the whole process's, mostly torch). One scale per column, shared by
+    the runs."""
     styles = _styles(data, styles)
-    table = agg.summary_table(data)
     runs = data.runs
-    values = [("train_seconds", "training time (s)"), ("eval_seconds", "evaluation time (s)")]
-    if data.summary["peak_memory_mb"].notna().any():
-        values.append(("peak_memory_mb", "peak memory (MB)"))
+    summary = data.summary
+    values = list(COST_VALUES)
+    baselines: dict[str, tuple[float, str]] = {}
+    if summary["peak_memory_mb"].notna().any():
+        relative = agg.memory_above_baseline(data)
+        if relative is not None:
+            summary, baselines = relative
+            values.append(("peak_memory_mb", "memory above baseline (MB)", 1.0))
+        else:
+            values.append(("peak_memory_mb", "peak memory of the process (MB)", 1.0))
+    table = agg.summary_stats(summary, runs)
     n_strat = [table[table["run"] == r]["strategy"].nunique() for r in runs]
-    fig = _new_figure(PAGE_WIDTH_IN, 0.6 + sum(0.45 + 0.24 * n for n in n_strat))
-    axes = fig.subplots(len(runs), len(values), squeeze=False,
-                        gridspec_kw={"height_ratios": [n + 1.8 for n in n_strat]})
-    for row, run in zip(axes, runs):
-        t = table[table["run"] == run]
-        seeds = data.summary[data.summary["run"] == run]
-        strategies = agg.strategy_order(t["strategy"])
-        for k, (ax, (value, label)) in enumerate(zip(row, values)):
-            _hbars(ax, t, value, strategies, styles, seeds, xlabel=label)
-            v = seeds[value].to_numpy(dtype=float)
-            v = v[np.isfinite(v) & (v > 0)]
-            if len(v) and v.max() / v.min() > 30:
+    fig = _new_figure(PAGE_WIDTH_IN, 0.8 + sum(0.55 + 0.24 * n for n in n_strat))
+    axes = fig.subplots(len(runs), len(values), squeeze=False, sharex="col",
+                        gridspec_kw={"height_ratios": [n + 2.0 for n in n_strat]})
+    for k, (value, label, factor) in enumerate(values):
+        v = summary[value].to_numpy(dtype=float) * factor
+        v = v[np.isfinite(v) & (v > 0)]
+        log = value != "peak_memory_mb" and len(v) > 0 and v.max() / v.min() > 30
+        for row, run in zip(axes, runs):
+            ax = row[k]
+            t = table[table["run"] == run]
+            seeds = summary[summary["run"] == run]
+            strategies = agg.strategy_order(t["strategy"])
+            _hbars(ax, t, value, strategies, styles, seeds,
+                   xlabel=label.replace("(min)", "(min, log scale)") if log else label, factor=factor,
+                   labels=_short_number)
+            if log:
                 _log_axis(ax, v)
-                ax.set_xlabel(label.replace("(s)", "(s, log scale)"))
             if k:
                 ax.tick_params(labelleft=False)
+            ax.tick_params(labelbottom=True)
+            if value == "peak_memory_mb" and baselines:
+                base, where = baselines[run]
+                ax.set_title(f"baseline {base:,.0f} MB\n= {where}", loc="right", fontsize=7,
+                             color="#444444")
+        if log:  # room for the labels at the bars' ends
+            axes[0][k].set_xlim(v.min() / 1.6, v.max() * (v.max() / v.min()) ** 0.22)
+        elif len(v):
+            axes[0][k].set_xlim(0, v.max() * 1.2)
+    for row, run in zip(axes, runs):
         if len(runs) > 1:
             row[0].set_title(_title_run(data, run), loc="left")
-    n = data.summary.groupby(["run", "strategy"])["cell"].nunique()
     head = "Cost over the whole stream" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
-    note = "bars: mean; whiskers: ± sd; dots: seeds" if n.max() > 1 else "one seed"
-    fig.suptitle(f"{head} ({note})")
+    n_min, n_max, _o = _cells(data.summary)
+    note = ("bars: mean; whiskers: ± sd; dots: " + ("cells" if _o else "seeds")) if n_max > 1 else "one seed"
+    _suptitle(fig, head, note)
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -485,18 +667,25 @@ def has_inference(data: RunData) -> bool:
 @_styled
 def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
                             styles: dict[str, Style] | None = None) -> Figure:
-    """Accuracy against seconds per image for each inference setting (the generative classifier)."""
+    """Accuracy (%) against milliseconds per image for each inference setting (the generative
+    classifier); the runs side by side on shared axes."""
     if not has_inference(data):
         raise UserError("no inference.csv with seconds_per_image in these runs; nothing to draw")
     styles = _styles(data, styles)
     table = agg.inference_table(data)
-    table = table[np.isfinite(table["seconds_per_image_mean"])]
+    table = table[np.isfinite(table["seconds_per_image_mean"])].copy()
+    for c in ("accuracy_mean", "accuracy_sd"):
+        table[c] = table[c] * PCT
+    for c in ("seconds_per_image_mean", "seconds_per_image_sd"):
+        table[c] = table[c] * 1000.0
     settings = list(dict.fromkeys(table["setting"]))
     markers = {s: MARKERS[k % len(MARKERS)] for k, s in enumerate(settings)}
+    # one setting: the marker tells the strategies apart (as in the line figures), not the setting
+    one_setting = len(settings) == 1
     runs = [r for r in data.runs if (table["run"] == r).any()]
     many_runs = len(data.runs) > 1
-    fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 5.6, 3.3)
-    axes = fig.subplots(1, len(runs), sharey=True, squeeze=False).ravel()
+    fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 6.2, 3.5)
+    axes = fig.subplots(1, len(runs), sharey=True, sharex=True, squeeze=False).ravel()
     for ax, run in zip(axes, runs):
         for strat, g in table[table["run"] == run].groupby("strategy", sort=False):
             st = styles[strat]
@@ -509,38 +698,71 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
                 if xerr is not None or yerr is not None:
                     ax.errorbar(r["seconds_per_image_mean"], r["accuracy_mean"], xerr=xerr, yerr=yerr,
                                 color=st.color, linewidth=0.8, capsize=1.5, zorder=2)
-                ax.scatter(r["seconds_per_image_mean"], r["accuracy_mean"], marker=markers[r["setting"]],
+                marker = st.marker if one_setting else markers[r["setting"]]
+                ax.scatter(r["seconds_per_image_mean"], r["accuracy_mean"], marker=marker,
                            s=30, color=st.color, edgecolors="black", linewidths=0.5, zorder=3)
         _log_axis(ax, table["seconds_per_image_mean"])
-        ax.set_xlabel("seconds per test image (log scale)")
+        if not many_runs:
+            ax.set_xlabel("milliseconds per test image (log scale)")
         if many_runs:
             ax.set_title(_title_run(data, run), loc="left")
-    axes[0].set_ylabel("final accuracy on all classes")
-    handles = [Line2D([], [], linestyle="", marker=markers[s], color="white", markeredgecolor="black",
-                      markersize=5, label=s) for s in settings]
+    ms = table["seconds_per_image_mean"].to_numpy(dtype=float)
+    axes[0].set_xlim(np.nanmin(ms) / 1.25, np.nanmax(ms) * 1.25)  # shared: every marker whole
+    if many_runs:
+        fig.supxlabel("milliseconds per test image (log scale)", fontsize=8.5)
+    ticks = axes[0].get_yticks()
+    step = float(np.diff(ticks).min()) if len(ticks) > 1 else 1.0
+    lo = math.floor(axes[0].get_ylim()[0] / step) * step
+    axes[0].set_ylim(lo, min(axes[0].get_ylim()[1], PCT + 0.5))  # never above 100%
+    axes[0].set_ylabel(_zoom_label("final accuracy on all classes (%)", float(f"{lo:.3g}")))
+    _mark_zoom(axes[0], lo)
     strategies = agg.strategy_order(table["strategy"].unique())
-    if len(strategies) > 1:
-        handles += [Line2D([], [], linestyle="", marker="", label=""),
-                    Line2D([], [], linestyle="", marker="", label="strategy")]
-        handles += [Line2D([], [], color=styles[s].color, linestyle=styles[s].linestyle, label=s)
-                    for s in strategies]
+    if one_setting:
+        handles = [Line2D([], [], color=styles[s].color, linestyle=styles[s].linestyle, marker=styles[s].marker,
+                          markeredgecolor="black", markeredgewidth=0.5, markersize=5, label=s)
+                   for s in strategies]
+        legend_title = f"strategy (setting {settings[0]})"
+    else:
+        handles = [Line2D([], [], linestyle="", marker=markers[s], color="white", markeredgecolor="black",
+                          markersize=5, label=s) for s in settings]
+        legend_title = "inference setting"
+        if len(strategies) > 1:
+            handles += [Line2D([], [], linestyle="", marker="", label=""),
+                        Line2D([], [], linestyle="", marker="", label="strategy")]
+            handles += [Line2D([], [], color=styles[s].color, linestyle=styles[s].linestyle, label=s)
+                        for s in strategies]
     # one legend (constrained layout makes room for an axes' own legend only)
     leg = axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                          frameon=False, title="inference setting")
+                          frameon=False, title=legend_title)
     for text, h in zip(leg.get_texts(), handles):
         if not h.get_marker() and h.get_linestyle() in ("", "None"):
             text.set_x(-18)  # the section header starts under the legend title
-    n = data.inference.groupby(["run", "strategy", "setting"])["cell"].nunique()
     title = "Accuracy against inference cost"
-    if len(strategies) == 1 and not many_runs:
-        title += f": {strategies[0]}"
-    fig.suptitle(f"{title} ({_seeds_note(n.min(), n.max())})")
+    if len(strategies) == 1:
+        title += f" of {strategies[0]}"
+    if not many_runs:
+        title += f": {_title_run(data, runs[0])}"
+    n = data.inference.groupby(["run", "strategy", "setting"])["cell"].nunique()
+    note = "1 seed, no spread shown" if n.max() <= 1 else f"mean ± sd over {n.min()}-{n.max()} cells"
+    _suptitle(fig, title, note)
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
 # ---------------------------------------------------------------- all at once
+
+#: File stems of the figures, in the order they are drawn; per-run figures get ``_<run>``
+#: appended when several runs are drawn.
+PER_RUN_FIGURES = ("forgetting_curves", "accuracy_matrix")
+FIGURES = PER_RUN_FIGURES + ("average_accuracy", "final_accuracy_forgetting", "cost", "inference_tradeoff")
+
+
+def figure_kind(path: Path) -> str | None:
+    """Which figure a file written by :func:`draw_all` holds (its stem without the run suffix)."""
+    stem = Path(path).stem
+    return next((k for k in FIGURES if stem == k or stem.startswith(k + "_")), None)
+
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
