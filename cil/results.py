@@ -40,7 +40,8 @@ INFERENCE_COLUMNS = KEY_COLUMNS + ["setting", "accuracy", "images_per_second",
 ROBUSTNESS_COLUMNS = KEY_COLUMNS + ["train_exp", "corruption", "severity", "accuracy"]
 METRIC_NAMES = ["final_accuracy", "average_incremental_accuracy", "average_forgetting", "bwt"]
 COST_NAMES = ["train_seconds", "eval_seconds", "peak_memory_mb"]
-SUMMARY_COLUMNS = KEY_COLUMNS + ["order", "n_experiences"] + METRIC_NAMES + COST_NAMES
+ROBUSTNESS_NAMES = ["robust_accuracy", "robustness_seconds"]  # empty for cells without `robustness:`
+SUMMARY_COLUMNS = KEY_COLUMNS + ["order", "n_experiences"] + METRIC_NAMES + COST_NAMES + ROBUSTNESS_NAMES
 
 _SEED_DIR = re.compile(r"^seed(-?\d+)(?:_([A-Za-z0-9]+))?$")
 _BAD_NAME = re.compile(r"[/\\\x00]")
@@ -419,7 +420,7 @@ def _read_metrics(path: Path, strategy: str, seed: int) -> dict:
     missing = [k for k in METRIC_NAMES + ["train_seconds", "eval_seconds"] if k not in m]
     if missing:
         raise _fail(path, f"missing key(s) {', '.join(missing)}")
-    for k in METRIC_NAMES + COST_NAMES + ["n_experiences"]:
+    for k in METRIC_NAMES + COST_NAMES + ROBUSTNESS_NAMES + ["n_experiences"]:
         v = m.get(k)
         if v is None:
             m[k] = math.nan
@@ -499,7 +500,7 @@ def _read_one(run_dir: Path, run: str):
         return df
 
     summary = _with_order(pd.DataFrame(summ, columns=SUMMARY_COLUMNS), None)
-    for c in ["n_experiences"] + METRIC_NAMES + COST_NAMES:
+    for c in ["n_experiences"] + METRIC_NAMES + COST_NAMES + ROBUSTNESS_NAMES:
         summary[c] = summary[c].astype(float)
     summary["n_experiences"] = summary["n_experiences"].astype(int)
     summary["seed"] = summary["seed"].astype(int)

@@ -345,8 +345,10 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
         "class_order": stream.class_order,
     })
     if corrupted:
-        final = [r["accuracy"] for r in robust if r["train_exp"] == T - 1]
+        final = [r["accuracy"] for r in robust if r["train_exp"] == T - 1 and r["severity"] > 0]
         metrics["robust_accuracy"] = sum(final) / len(final)  # mean over corruptions and severities, final model
+        metrics["robust_clean_accuracy"] = next(r["accuracy"] for r in robust
+                                                if r["train_exp"] == T - 1 and r["severity"] == 0)
         metrics["robustness_seconds"] = sum(t.get("robustness_seconds", 0.0) for t in timings)
     config = resolved_dict(protocol.for_cell(cell))
     config["run"] = {

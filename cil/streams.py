@@ -149,7 +149,8 @@ def robustness_subset(ds: ImageDataset, n_images: int, seed: int) -> np.ndarray:
 def corrupted_streams(protocol: "Protocol", ds: ImageDataset) -> list[tuple[str, int, Stream]]:
     """(corruption, severity, stream) for the protocol's robustness evaluation: the stream's test
     experiences hold corrupted copies of :func:`robustness_subset`, split into experiences as the
-    protocol's stream is (its class order), so accuracies can be read per experience."""
+    protocol's stream is (its class order), so accuracies can be read per experience. The first
+    entry, ("none", 0), is the subset itself: the clean yardstick of the same images."""
     from cil.robustness import corrupt, expand_corruptions
 
     r = protocol.robustness
@@ -158,15 +159,15 @@ def corrupted_streams(protocol: "Protocol", ds: ImageDataset) -> list[tuple[str,
     clean = to_tensors(x, y).tensors[0]  # float [N, C, H, W] in [0, 1]
     s = protocol.stream
     out = []
-    for name in expand_corruptions(r.corruptions):
-        for severity in r.severities:
-            bad = corrupt(clean.numpy(), name, severity, seed=r.seed)  # [N, C, H, W] in [0, 1]
-            pixels = np.rint(bad * 255.0).astype(np.uint8)
-            pixels = pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
-            shifted = ImageDataset(name=f"{ds.name}:{name}:{severity}", x_train=x, y_train=y, x_test=pixels,
-                                   y_test=y, class_names=ds.class_names)
-            out.append((name, severity, build_stream(
-                shifted, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,
-                first_exp_classes=s.first_exp_classes, class_order=s.class_order,
-                class_order_seed=s.class_order_seed, task_incremental=s.task_incremental)))
+    pairs = [("none", 0)] + [(n, k) for n in expand_corruptions(r.corruptions) for k in r.severities]
+    for name, severity in pairs:
+        bad = clean.numpy() if severity == 0 else corrupt(clean.numpy(), name, severity, seed=r.seed)
+        pixels = np.rint(bad * 255.0).astype(np.uint8)  # 8-bit pixels, as MNIST-C stores its images
+        pixels = pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
+        shifted = ImageDataset(name=f"{ds.name}:{name}:{severity}", x_train=x, y_train=y, x_test=pixels,
+                               y_test=y, class_names=ds.class_names)
+        out.append((name, severity, build_stream(
+            shifted, n_experiences=s.n_experiences, classes_per_exp=s.classes_per_exp,
+            first_exp_classes=s.first_exp_classes, class_order=s.class_order,
+            class_order_seed=s.class_order_seed, task_incremental=s.task_incremental)))
     return out

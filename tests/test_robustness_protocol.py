@@ -33,19 +33,22 @@ def test_robustness_csv_per_cell_with_the_documented_columns(tmp_path):
     for strategy in ("naive", "ncm"):
         df = pd.read_csv(out / strategy / "seed0" / "robustness.csv")
         assert list(df.columns) == ROBUSTNESS_COLUMNS
-        assert len(df) == 5 * 2 * 2  # every experience x corruptions x severities
-        assert set(df["corruption"]) == {"fog", "shot_noise"} and set(df["severity"]) == {1, 5}
+        assert len(df) == 5 * (1 + 2 * 2)  # every experience x (clean + corruptions x severities)
+        assert set(df["corruption"]) == {"none", "fog", "shot_noise"} and set(df["severity"]) == {0, 1, 5}
+        clean = df[df["severity"] == 0]
+        assert clean["corruption"].tolist() == ["none"] * 5
         assert df["accuracy"].between(0, 1).all()
         metrics = pd.read_json(out / strategy / "seed0" / "metrics.json", typ="series")
-        final = df[df["train_exp"] == 4]["accuracy"].mean()
+        final = df[(df["train_exp"] == 4) & (df["severity"] > 0)]["accuracy"].mean()
         assert metrics["robust_accuracy"] == pytest.approx(final) and metrics["robustness_seconds"] > 0
+        assert metrics["robust_clean_accuracy"] == pytest.approx(clean["accuracy"].iloc[-1])
     data = read_run(out)
-    assert len(data.robustness) == 2 * 20 and {"run", "order", "cell"} <= set(data.robustness.columns)
+    assert len(data.robustness) == 2 * 25 and {"run", "order", "cell"} <= set(data.robustness.columns)
     # final only: one row per corruption and severity, the same numbers as the final rows above
     final_only = run(tmp_path, {**PROTOCOL, "robustness": {**PROTOCOL["robustness"], "after": "final"}}, "final")
     a = pd.read_csv(final_only / "ncm" / "seed0" / "robustness.csv")
     b = pd.read_csv(out / "ncm" / "seed0" / "robustness.csv")
-    assert a["train_exp"].tolist() == [4] * 4
+    assert a["train_exp"].tolist() == [4] * 5
     assert a.drop(columns="protocol").equals(b[b["train_exp"] == 4].drop(columns="protocol").reset_index(drop=True))
 
 
@@ -67,3 +70,17 @@ def test_bad_robustness_settings_fail_when_the_protocol_loads(robustness, fragme
     with pytest.raises(UserError) as exc:
         protocol_from_dict({**PROTOCOL, "robustness": robustness})
     assert fragment in str(exc.value)
+
+
+def test_a_robustness_protocol_draws_its_figures_and_reports_the_comparison(tmp_path):
+    protocol = {**PROTOCOL, "robustness": {**PROTOCOL["robustness"], "after": "final"},
+                "strategies": {"ncm": {}, "vae_gc": {"iterations": 30, "importance_samples": 5}}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--plot"]) == 0
+    figures = tmp_path / "out" / "figures"
+    for name in ("robustness_severity.png", "robustness_drop.png"):
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Robustness" in report and "Generative classifiers (vae_gc) lose" in report
+    assert "discriminative ones (ncm)" in report

@@ -134,6 +134,46 @@ def mean_matrix(data: RunData, run: str, strategy: str) -> tuple["np.ndarray", "
     return mean, sd, int(cell["cell"].nunique())
 
 
+#: Strategies that classify by a per-class generative model (for the robustness comparison).
+GENERATIVE = ("varc", "avarc_plus", "vae_gc")
+
+
+def robustness_table(data: RunData) -> "pd.DataFrame":
+    """Per (run, strategy): the final models' accuracy on the clean subset and under corruption
+    (mean over corruptions and severities), the drop between them, and the time the robustness
+    evaluation added as a ratio to the final clean evaluation's time, mean over cells."""
+    import pandas as pd
+
+    rob = data.robustness
+    if rob is None or rob.empty:
+        return pd.DataFrame()
+    last = rob.groupby(["run", "strategy", "cell"])["train_exp"].transform("max")
+    final = rob[rob["train_exp"] == last]
+    clean = final[final["severity"] == 0].groupby(["run", "strategy", "cell"])["accuracy"].mean()
+    corrupted = final[final["severity"] > 0].groupby(["run", "strategy", "cell"])["accuracy"].mean()
+    cells = pd.DataFrame({"clean": clean, "corrupted": corrupted}).reset_index()
+    tim = data.timings
+    final_eval = tim[tim["train_exp"] == tim.groupby(["run", "strategy", "cell"])["train_exp"].transform("max")]
+    final_eval = final_eval.set_index(["run", "strategy", "cell"])["eval_seconds"]
+    seconds = data.summary.set_index(["run", "strategy", "cell"])["robustness_seconds"]
+    cells["time_ratio"] = [seconds.get(k, float("nan")) / final_eval.get(k, float("nan"))
+                           for k in zip(cells["run"], cells["strategy"], cells["cell"])]
+    cells["drop"] = cells["clean"] - cells["corrupted"]
+    table = cells.groupby(["run", "strategy"])[["clean", "corrupted", "drop", "time_ratio"]].mean().reset_index()
+    table["generative"] = [_base_strategy(data, r, s) in GENERATIVE for r, s in zip(table["run"], table["strategy"])]
+    rank = {name: k for k, name in enumerate(strategy_order(table["strategy"].unique()))}
+    return table.sort_values(["run", "strategy"], key=lambda c: c.map(rank) if c.name == "strategy" else c)
+
+
+def _base_strategy(data: RunData, run: str, strategy: str) -> str:
+    """The registered strategy an entry runs (``replay_500`` runs ``replay``), from its config."""
+    for (r, s, *_), cfg in data.configs.items():
+        if r == run and s == strategy:
+            entry = (cfg.get("strategies") or {}).get(strategy) or {}
+            return str(entry.get("strategy", strategy))
+    return strategy
+
+
 def inference_table(data: RunData) -> "pd.DataFrame":
     """Mean/sd over seeds of accuracy and cost per (run, strategy, inference setting)."""
     import pandas as pd

@@ -750,12 +750,108 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
     return fig
 
 
+# ---------------------------------------------------------------- robustness
+
+def has_robustness(data: RunData) -> bool:
+    return data.robustness is not None and not data.robustness.empty
+
+
+def _final_robustness(data: RunData):
+    """The final model's rows of robustness.csv (the last experience each cell was scored after)."""
+    rob = data.robustness
+    last = rob.groupby(["run", "strategy", "cell"])["train_exp"].transform("max")
+    return rob[rob["train_exp"] == last]
+
+
+@_styled
+def plot_robustness_severity(data: RunData, path: Path | None = None, *,
+                             styles: dict[str, Style] | None = None) -> Figure:
+    """Accuracy (%) of the final models against corruption severity (0: the same test images
+    clean), mean over the corruptions; one line per strategy, ± sd over cells; runs side by side."""
+    final = _final_robustness(data)
+    per_cell = final.groupby(["run", "strategy", "cell", "severity"])["accuracy"].mean().reset_index()
+    stats = per_cell.groupby(["run", "strategy", "severity"])["accuracy"].agg(["mean", "std"]).reset_index()
+    styles = _styles(data, styles)
+    runs = [r for r in data.runs if (stats["run"] == r).any()]
+    rows, cols = _grid(len(runs), 3)
+    fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 5.6, 0.6 + 2.7 * rows)
+    axes = fig.subplots(rows, cols, sharey=True, sharex=True, squeeze=False).ravel()
+    shown: dict[str, Line2D] = {}
+    for ax, run in zip(axes, runs):
+        sub = stats[stats["run"] == run]
+        for strat in agg.strategy_order(sub["strategy"].unique()):
+            t, st = sub[sub["strategy"] == strat].sort_values("severity"), styles[strat]
+            x, m = t["severity"].to_numpy(), t["mean"].to_numpy() * PCT
+            (line,) = ax.plot(x, m, color=st.color, linestyle=st.linestyle, marker=st.marker, label=strat)
+            _band(ax, x, m, t["std"].to_numpy() * PCT, st.color, alpha=0.14)
+            shown.setdefault(strat, line)
+        ax.set_xlabel("severity (0: the same images, clean)")
+        ax.set_ylim(0, PCT + 3)
+        _int_ticks(ax, int(sub["severity"].max()) + 1)
+        if len(runs) > 1:
+            ax.set_title(_title_run(data, run), loc="left")
+    for ax in axes[::cols]:
+        ax.set_ylabel("accuracy of the final model (%)")
+    _hide_unused(axes, len(runs))
+    corruptions = sorted(set(final["corruption"]) - {"none"})
+    head = "Accuracy under corruption" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
+    _suptitle(fig, head, f"mean over {len(corruptions)} corruptions; {_spread_note(data.summary)}")
+    order = agg.strategy_order(shown)
+    axes[min(cols, len(runs)) - 1].legend([shown[k] for k in order], order, loc="upper left",
+                                          bbox_to_anchor=(1.02, 1.0), frameon=False, title="strategy")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def robustness_drops(data: RunData, run: str):
+    """Strategy x corruption: points lost from the clean images to the corrupted ones by the final
+    model, mean over severities and cells (the same images, so the drop is the corruption's)."""
+    final = _final_robustness(data)
+    final = final[final["run"] == run]
+    clean = final[final["severity"] == 0].set_index(["strategy", "cell"])["accuracy"]
+    bad = final[final["severity"] > 0].copy()
+    bad["drop"] = (clean.reindex(list(zip(bad["strategy"], bad["cell"]))).to_numpy() - bad["accuracy"]) * PCT
+    table = bad.groupby(["strategy", "corruption"])["drop"].mean().unstack("corruption")
+    return table.reindex(agg.strategy_order(table.index))
+
+
+@_styled
+def plot_robustness_drop(data: RunData, path: Path | None = None, *, run: str | None = None,
+                         styles: dict[str, Style] | None = None) -> Figure:
+    """Heatmap of the accuracy drop (points) from clean to corrupted test images, strategy x
+    corruption, mean over severities and cells; darker is a larger drop."""
+    run = _one_run(data, run)
+    table = robustness_drops(data, run)
+    n_s, n_c = table.shape
+    fig = _new_figure(min(PAGE_WIDTH_IN, 2.2 + 0.42 * n_c), 1.4 + 0.3 * n_s)
+    ax = fig.subplots()
+    values = table.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap="magma_r", vmin=0, vmax=max(1.0, float(np.nanmax(values))), aspect="auto",
+                      interpolation="nearest")
+    for i in range(n_s):
+        for j in range(n_c):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.0f}", ha="center", va="center", fontsize=6.5,
+                        color="white" if values[i, j] > 0.6 * np.nanmax(values) else "black")
+    ax.set_xticks(range(n_c), [c.replace("_", " ") for c in table.columns], rotation=45, ha="right")
+    ax.set_yticks(range(n_s), list(table.index))
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, label="accuracy drop (points)", shrink=0.9, pad=0.01)
+    _suptitle(fig, f"Drop from clean under each corruption: {_title_run(data, run)}",
+              "mean over severities and cells")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
 # ---------------------------------------------------------------- all at once
 
 #: File stems of the figures, in the order they are drawn; per-run figures get ``_<run>``
 #: appended when several runs are drawn.
-PER_RUN_FIGURES = ("forgetting_curves", "accuracy_matrix")
-FIGURES = PER_RUN_FIGURES + ("average_accuracy", "final_accuracy_forgetting", "cost", "inference_tradeoff")
+PER_RUN_FIGURES = ("forgetting_curves", "accuracy_matrix", "robustness_drop")
+FIGURES = PER_RUN_FIGURES + ("average_accuracy", "final_accuracy_forgetting", "cost", "inference_tradeoff",
+                             "robustness_severity")
 
 
 def figure_kind(path: Path) -> str | None:
@@ -805,4 +901,13 @@ def draw_all(data: RunData, out_dir: Path, fmt: str = "png") -> list[Path]:
             p = out_dir / f"inference_tradeoff.{fmt}"
             plot_inference_tradeoff(data, p, styles=styles)
             written.append(p)
+        if has_robustness(data):
+            p = out_dir / f"robustness_severity.{fmt}"
+            plot_robustness_severity(data, p, styles=styles)
+            written.append(p)
+            for run in data.runs:
+                if (data.robustness["run"] == run).any():
+                    p = out_dir / f"robustness_drop{suffix(run)}.{fmt}"
+                    plot_robustness_drop(data, p, run=run, styles=styles)
+                    written.append(p)
     return written

@@ -59,6 +59,14 @@ FIGURE_TEXT = {
         "Accuracy against inference cost",
         "Each marker is one inference setting of a generative classifier: final accuracy (%) against "
         "milliseconds per test image (log scale); up and to the left is better."),
+    "robustness_severity": (
+        "Accuracy under corruption",
+        "The final models' accuracy (%) on a fixed class-balanced test subset, clean (severity 0) and "
+        "corrupted at each severity, mean over the corruptions: a flatter line is a more robust model."),
+    "robustness_drop": (
+        "Drop under each corruption",
+        "Points of accuracy each final model loses from the clean subset to its corrupted copies, per "
+        "corruption, mean over severities: darker cells are larger drops."),
 }
 
 SUMMARY_NOTE = (
@@ -390,6 +398,37 @@ def _figure_title(path: Path, runs: list[str]) -> tuple[str, str]:
     return title, caption
 
 
+def _robustness_display(table: "pd.DataFrame", *, show_run: bool) -> "pd.DataFrame":
+    import pandas as pd
+
+    rows = []
+    for _, r in table.iterrows():
+        row = {"run": r["run"]} if show_run else {}
+        row.update({"strategy": r["strategy"], "kind": "generative" if r["generative"] else "discriminative",
+                    "clean (%)": f"{100 * r['clean']:.1f}", "corrupted (%)": f"{100 * r['corrupted']:.1f}",
+                    "drop (pts)": f"{100 * r['drop']:.1f}",
+                    "time vs clean eval": "–" if r["time_ratio"] != r["time_ratio"] else f"{r['time_ratio']:.1f}x"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _robustness_sentence(table: "pd.DataFrame") -> str:
+    """One sentence: how much accuracy corruption costs generative against discriminative classifiers."""
+    head = ("The final models on a fixed class-balanced test subset, clean and under every corruption and "
+            "severity of the protocol's `robustness:` section (mean over corruptions, severities and cells); "
+            "the last column is the time the robustness evaluation added, as a multiple of the final clean "
+            "evaluation's time. ")
+    gen, disc = table[table["generative"]], table[~table["generative"]]
+    if gen.empty or disc.empty:
+        return head
+    best = disc.loc[disc["corrupted"].idxmax()]
+    return head + (f"Generative classifiers ({', '.join(gen['strategy'])}) lose {100 * gen['drop'].mean():.1f} "
+                   f"points on average, discriminative ones ({', '.join(disc['strategy'])}) "
+                   f"{100 * disc['drop'].mean():.1f}; under corruption the best generative one reaches "
+                   f"{100 * gen['corrupted'].max():.1f}% and the best discriminative one ({best['strategy']}) "
+                   f"{100 * best['corrupted']:.1f}%.")
+
+
 def build_blocks(data: RunData, figures: list[Path], *, command: str,
                  out_dir: Path | None = None) -> list[Block]:
     """The report's content for one run, or a comparison of several, independent of the format."""
@@ -438,6 +477,10 @@ def build_blocks(data: RunData, figures: list[Path], *, command: str,
             blocks += [Block("p", f"{label[0].upper() + label[1:]}, each run's mean ± sd; Δ: the run's mean "
                                   f"minus `{runs[0]}`'s (– where a run lacks the strategy)."),
                        Block("table", table=agg.compare_table(table, value, runs))]
+    rob = agg.robustness_table(data)
+    if not rob.empty:
+        blocks += [Block("h2", "Robustness"), Block("p", _robustness_sentence(rob)),
+                   Block("table", table=_robustness_display(rob, show_run=many))]
     inf = agg.inference_table(data)
     if not inf.empty:
         blocks += [Block("h2", "Inference settings"),
