@@ -297,8 +297,8 @@ def test_mixed_class_batch_matches_one_class_at_a_time(head: str) -> None:
 
 @pytest.mark.parametrize("head", HEADS)
 def test_continuing_from_a_cached_prefix_matches_the_full_pass(head: str) -> None:
-    """Scoring the first m scales with ``keep_kv`` and continuing a subset of the pairs from that
-    cache gives the per-token log-probs of one full pass, and runs only the new positions."""
+    """Scoring the first m scales with their cache kept and continuing a subset of the pairs from
+    that cache gives the per-token log-probs of one full pass, and runs only the new positions."""
     model = scramble(VARModel(digits_config(head), classes=[0, 1, 2]))
     g = torch.Generator().manual_seed(0)
     tokens = [torch.randint(model.config.vocab_size, (5, p, p), generator=g) for p in model.patch_nums]
@@ -308,11 +308,11 @@ def test_continuing_from_a_cached_prefix_matches_the_full_pass(head: str) -> Non
     with torch.no_grad():
         full_PL = model.pair_token_log_probs(tokens, image_P, labels_P, chunk_size=3)
         l2, l3 = model.prefix_len(2), model.prefix_len(3)
-        pre_Pl, cache = model.pair_token_log_probs(tokens, image_P, labels_P, num_scales=2, chunk_size=3, keep_kv=True)
+        pre_Pl, cache = model.pair_token_log_probs_with_cache(tokens, image_P, labels_P, num_scales=2, chunk_size=3)
         assert cache.length == l2 and len(cache) == len(image_P)
         keep = torch.tensor([6, 1, 4, 5])  # survivors, in any order
-        mid_Pl, cache3 = model.pair_token_log_probs(tokens, image_P[keep], labels_P[keep], num_scales=3,
-                                                    past=cache.select(keep), keep_kv=True)
+        mid_Pl, cache3 = model.pair_token_log_probs_with_cache(tokens, image_P[keep], labels_P[keep], num_scales=3,
+                                                               past=cache.select(keep))
         seen_lengths.clear()
         rest_Pl = model.pair_token_log_probs(tokens, image_P[keep[:2]], labels_P[keep[:2]],
                                              past=cache3.select(torch.tensor([0, 1])))
@@ -323,6 +323,44 @@ def test_continuing_from_a_cached_prefix_matches_the_full_pass(head: str) -> Non
     torch.testing.assert_close(rest_Pl, full_PL[keep[:2], l3:], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="cache holds"):
         model.pair_token_log_probs(tokens, image_P[:2], labels_P[:2], past=cache)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_keeping_the_cache_leaves_the_numbers_unchanged(head: str) -> None:
+    """The ``_with_cache`` variants compute exactly what the plain ones do (a mixed ``full`` batch
+    included), and give a cache of every position of every sequence."""
+    model = scramble(VARModel(digits_config(head), classes=[0, 1, 2]))
+    g = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(model.config.vocab_size, (4, p, p), generator=g) for p in model.patch_nums]
+    labels_B = torch.tensor([2, 0, NULL_CLASS, 2])
+    with torch.no_grad():
+        x_BlC = model.tokenizer.teacher_inputs(tokens, 3)
+        logits_BlV, cache = model.forward_logits_with_cache(x_BlC, labels_B)
+        assert torch.equal(logits_BlV, model.forward_logits(x_BlC, labels_B))
+        assert cache.length == model.prefix_len(3) and len(cache) == 4
+        pairs = (tokens, torch.tensor([3, 0, 1]), torch.tensor([1, NULL_CLASS, 1]), 2)
+        lp_Pl, cache = model.pair_token_log_probs_with_cache(*pairs)
+        assert torch.equal(lp_Pl, model.pair_token_log_probs(*pairs))
+        assert cache.length == model.prefix_len(2) and len(cache) == 3
+        assert model.pair_token_log_probs(tokens, torch.tensor([], dtype=torch.long), [], 2).shape == (0, 5)
+        with pytest.raises(ValueError, match="at least one pair"):
+            model.pair_token_log_probs_with_cache(tokens, torch.tensor([], dtype=torch.long), [], 2)
+
+
+def test_next_scale_input_is_f_hat_through_scale_k_at_the_next_scale() -> None:
+    """Scale k+1's teacher-forcing input is f_hat of the tokens of scales 0..k, downsampled to pn_{k+1}."""
+    model = scramble(VARModel(digits_config("embedding")))
+    tok, ends = model.tokenizer, model.scale_ends
+    g = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(model.config.vocab_size, (3, p, p), generator=g) for p in model.patch_nums]
+    with torch.no_grad():
+        x_BlC = tok.teacher_inputs(tokens)
+        for k in range(model.num_scales - 1):
+            x_BpC = tok.next_scale_input(tok.f_hat(tokens[: k + 1]), k)
+            assert x_BpC.shape == (3, model.patch_nums[k + 1] ** 2, model.config.latent_dim)
+            assert torch.equal(x_BpC, x_BlC[:, ends[k] - 1 : ends[k + 1] - 1])
+    with pytest.raises(ValueError, match="no next scale"):
+        tok.next_scale_input(tok.f_hat(tokens), model.num_scales - 1)
 
 
 @pytest.mark.parametrize("shape,side", [((1, 8, 8), 4), ((1, 28, 28), 7), ((3, 32, 32), 8), ((1, 20, 20), 5)])

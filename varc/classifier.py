@@ -174,9 +174,11 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
         ll_P = torch.zeros(len(b_P), device=device)
         for i, t in enumerate(toks):
             past = caches[i].select(rows_P) if caches[i] is not None else None
-            out = model.pair_token_log_probs(t, b_P, labels_C[c_P], num_scales=m, chunk_size=config.chunk_size,
-                                             past=past, keep_kv=not last)
-            lp_Pl, caches[i] = out if not last else (out, None)
+            pairs = (t, b_P, labels_C[c_P], m, config.chunk_size)
+            if last:  # nothing continues the last stage: no cache to keep
+                lp_Pl, caches[i] = model.pair_token_log_probs(*pairs, past=past), None
+            else:
+                lp_Pl, caches[i] = model.pair_token_log_probs_with_cache(*pairs, past=past)
             ll_P += lp_Pl.sum(1)
         l = model.prefix_len(m)
         forwards += len(b_P) * (l - done_l) * len(toks)

@@ -23,7 +23,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -32,12 +32,20 @@ from varc.atomic import atomic_write_bytes
 from varc.config import VARConfig
 from varc.heads import NULL_CLASS, ClassHeads
 from varc.tokenizer import MultiScaleVQVAE
-from varc.transformer import KVCache, Trunk
+from varc.transformer import KVCache, LogitsAndCache, Trunk
 
 Tokens = Union[Sequence[Tensor], Tensor]  # list of [B, pn, pn] maps, or the flat [B, L] sequence
 Labels = Union[Tensor, Sequence[int], int]
 
 CHECKPOINT_FORMAT = "varc-model/1"
+
+
+class LogProbsAndCache(NamedTuple):
+    """Per-token log-probs [P, l - l0] of P pairs and the pairs' cache of positions 0..l-1 (row p =
+    pair p), to continue them later (``lp_Pl, cache = ...`` unpacks it)."""
+
+    lp_Pl: Tensor
+    cache: KVCache
 
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
@@ -190,36 +198,43 @@ class VARModel(nn.Module):
             return torch.autocast(device_type=dev, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward_logits(self, x_BlC: Tensor, labels_B: Tensor, *, past: KVCache | None = None,
-                       keep_kv: bool = False) -> Tensor | tuple[Tensor, KVCache]:
+    def forward_logits(self, x_BlC: Tensor, labels_B: Tensor, *, past: KVCache | None = None) -> Tensor:
         """Logits [B, l, V] (fp32) from teacher-forcing inputs [B, l-1, Cv] and labels [B].
 
         A batch of one class runs with that class's weight deltas merged into the trunk's weights;
         a mixed batch uses per-sample LoRA products (``lora``) or one pass per class (``full``).
         ``past``, the cache of the first l0 positions of these same (image, class) sequences,
-        limits the pass to positions l0..l-1 (logits [B, l - l0, V]); ``keep_kv`` also returns
-        the cache of all l positions, to continue them later.
+        limits the pass to positions l0..l-1 (logits [B, l - l0, V]).
         """
+        return self._forward(x_BlC, labels_B, past, keep_kv=False)[0]
+
+    def forward_logits_with_cache(self, x_BlC: Tensor, labels_B: Tensor, *,
+                                  past: KVCache | None = None) -> LogitsAndCache:
+        """:meth:`forward_logits` and the cache of all l positions of these sequences, to
+        continue them later."""
+        return LogitsAndCache(*self._forward(x_BlC, labels_B, past, keep_kv=True))
+
+    def _forward(self, x_BlC: Tensor, labels_B: Tensor, past: KVCache | None,
+                 keep_kv: bool) -> tuple[Tensor, KVCache | None]:
+        """(logits, cache) of :meth:`forward_logits_with_cache`; the cache is None unless ``keep_kv``
+        (so that a mixed ``full`` batch stacks its per-class caches only when they are wanted)."""
         with self._autocast():
             uniq = torch.unique(labels_B).tolist()
             if len(uniq) == 1:
                 cond_BD = self.heads.head(uniq[0]).embedding.expand(len(labels_B), -1)
-                out = self.trunk(x_BlC, cond_BD, self.heads.weight_deltas(uniq[0]) or None, past=past, keep_kv=keep_kv)
+                logits_BlV, cache = self.trunk(x_BlC, cond_BD, self.heads.weight_deltas(uniq[0]) or None, past=past)
             elif self.heads.kind != "full":
                 cond_BD, adapters = self.heads.condition(labels_B)
-                out = self.trunk(x_BlC, cond_BD, adapters or None, past=past, keep_kv=keep_kv)
+                logits_BlV, cache = self.trunk(x_BlC, cond_BD, adapters or None, past=past)
             else:
                 rows_by_class = [(labels_B == c).nonzero()[:, 0] for c in uniq]
-                parts = [self.forward_logits(x_BlC[rows], labels_B[rows], keep_kv=keep_kv,
-                                             past=past.select(rows) if past is not None else None)
+                parts = [self._forward(x_BlC[rows], labels_B[rows], past.select(rows) if past is not None else None,
+                                       keep_kv)
                          for rows in rows_by_class]
                 order = torch.argsort(torch.cat(rows_by_class))
-                if not keep_kv:
-                    return torch.cat(parts)[order]
-                out = (torch.cat([p[0] for p in parts])[order], KVCache.cat([p[1] for p in parts], order))
-        if keep_kv:
-            return out[0].float(), out[1]
-        return out.float()
+                logits_BlV = torch.cat([p[0] for p in parts])[order]
+                cache = KVCache.cat([p[1] for p in parts], order) if keep_kv else None
+        return logits_BlV.float(), cache if keep_kv else None
 
     def logits(self, tokens: Tokens, labels: Labels, num_scales: int | None = None) -> Tensor:
         """Teacher-forced logits [B, l, V] of the first ``num_scales`` scales (l = prefix_len)."""
@@ -245,16 +260,30 @@ class VARModel(nn.Module):
     # =========================================================================================
     def pair_token_log_probs(self, tokens: Tokens, image_idx: Tensor, labels: Labels,
                              num_scales: int | None = None, chunk_size: int = 1024, *,
-                             past: KVCache | None = None, keep_kv: bool = False) -> Tensor | tuple[Tensor, KVCache]:
+                             past: KVCache | None = None) -> Tensor:
         """Per-token log-probs [P, l] of P (image, class) pairs: pair p is image ``image_idx[p]``
         of ``tokens`` under class ``labels[p]``.
 
         Teacher inputs are built once per image; pairs are grouped by class and the transformer
         runs on at most ``chunk_size`` pairs of one class at a time (that class's weights merged).
         ``past`` (row p = pair p's cache of its first l0 positions, e.g. ``cache.select(rows)`` of
-        an earlier call) limits the work to positions l0..l-1 and the result to [P, l - l0];
-        ``keep_kv`` also returns the pairs' cache of all l positions, to continue them later.
+        an earlier :meth:`pair_token_log_probs_with_cache`) limits the work to positions l0..l-1
+        and the result to [P, l - l0].
         """
+        return self._pair_pass(tokens, image_idx, labels, num_scales, chunk_size, past, keep_kv=False)[0]
+
+    def pair_token_log_probs_with_cache(self, tokens: Tokens, image_idx: Tensor, labels: Labels,
+                                        num_scales: int | None = None, chunk_size: int = 1024, *,
+                                        past: KVCache | None = None) -> LogProbsAndCache:
+        """:meth:`pair_token_log_probs` and the pairs' cache of all l positions (row p = pair p),
+        to continue them later with ``past=cache.select(rows)``. Needs at least one pair."""
+        return LogProbsAndCache(*self._pair_pass(tokens, image_idx, labels, num_scales, chunk_size, past,
+                                                 keep_kv=True))
+
+    def _pair_pass(self, tokens: Tokens, image_idx: Tensor, labels: Labels, num_scales: int | None,
+                   chunk_size: int, past: KVCache | None, keep_kv: bool) -> tuple[Tensor, KVCache | None]:
+        """(log-probs, cache) of :meth:`pair_token_log_probs_with_cache`; the cache is None unless
+        ``keep_kv``."""
         toks = self.split_tokens(tokens)
         l = self.prefix_len(num_scales)
         l0 = past.length if past is not None else 0
@@ -272,21 +301,17 @@ class VARModel(nn.Module):
             for s in range(a, b, chunk_size):
                 sel = order[s : min(b, s + chunk_size)]
                 ii = image_idx[sel]
-                out = self.forward_logits(x_BlC[ii], labels_P[sel], keep_kv=keep_kv,
-                                          past=past.select(sel) if past is not None else None)
-                logits_PlV, cache = out if keep_kv else (out, None)
+                logits_PlV, cache = self._forward(x_BlC[ii], labels_P[sel],
+                                                  past.select(sel) if past is not None else None, keep_kv)
                 parts.append(_gather_log_probs(logits_PlV, idx_Bl[ii]))
                 caches.append(cache)
                 where.append(sel)
         if not parts:
             if keep_kv:
-                raise ValueError("keep_kv needs at least one pair")
-            return x_BlC.new_zeros(0, l - l0)
+                raise ValueError("a cache needs at least one pair")
+            return x_BlC.new_zeros(0, l - l0), None
         back = torch.argsort(torch.cat(where))
-        lp_Pl = torch.cat(parts)[back]
-        if not keep_kv:
-            return lp_Pl
-        return lp_Pl, KVCache.cat(caches, back)
+        return torch.cat(parts)[back], KVCache.cat(caches, back) if keep_kv else None
 
     def class_token_log_probs(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
                               num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:
@@ -326,7 +351,6 @@ class VARModel(nn.Module):
         y_B = self._labels(labels, B)
         V, tok = self.config.vocab_size, self.tokenizer
         f_hat = None
-        tokens: list[Tensor] = []
         x_BlC = tok.codebook.weight.new_zeros(B, 0, self.config.latent_dim)
         for k, pn in enumerate(self.patch_nums):
             start = self.scale_ends[k] - pn * pn
@@ -340,12 +364,9 @@ class VARModel(nn.Module):
                 logits_BpV = logits_BpV.masked_fill(logits_BpV < kth, float("-inf"))
             probs_NV = logits_BpV.softmax(-1).reshape(-1, V)
             idx_Bpp = torch.multinomial(probs_NV.cpu(), 1, generator=generator).view(B, pn, pn).to(self.device)
-            tokens.append(idx_Bpp)
-            h = tok.code_map(k, idx_Bpp)
-            f_hat = h if f_hat is None else f_hat + h
+            f_hat = tok.add_scale(f_hat, k, idx_Bpp)
             if k + 1 < self.num_scales:
-                nxt = self.patch_nums[k + 1]
-                x_BlC = torch.cat([x_BlC, tok._down(f_hat, nxt).flatten(2).transpose(1, 2)], 1)
+                x_BlC = torch.cat([x_BlC, tok.next_scale_input(f_hat, k)], 1)
         return tok.decode_f(f_hat)
 
     # =========================================================================================

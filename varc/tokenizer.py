@@ -5,7 +5,9 @@ with one shared codebook: the residual r (initially f) is area-downsampled to pn
 vector takes its nearest code, the code map is upsampled back to h x w, passed through a small
 convolution phi_k and added to the running reconstruction f_hat (and subtracted from r).
 The decoder maps f_hat to the image. The same f_hat, built scale by scale from tokens, is the
-transformer's teacher-forcing input (see :meth:`MultiScaleVQVAE.teacher_inputs`).
+transformer's teacher-forcing input: scale k+1's input is f_hat through scale k, downsampled to
+pn_{k+1} (:meth:`MultiScaleVQVAE.add_scale` then :meth:`MultiScaleVQVAE.next_scale_input`, the one
+place that step is written; :meth:`MultiScaleVQVAE.teacher_inputs` does it for a whole image).
 
 No batch statistics anywhere (GroupNorm only), so an image's tokens never depend on its batch.
 """
@@ -143,6 +145,21 @@ class MultiScaleVQVAE(nn.Module):
         h_BCpp = self.codebook(idx_Bpp).permute(0, 3, 1, 2)
         return self.phis[k](self._up(h_BCpp))
 
+    def add_scale(self, f_hat: Tensor | None, k: int, idx_Bpp: Tensor) -> Tensor:
+        """f_hat through scale k: ``f_hat`` of scales 0..k-1 (None when k = 0) plus scale k's
+        contribution :meth:`code_map` ``(k, idx_Bpp)`` -> [B, Cv, h, w]."""
+        h = self.code_map(k, idx_Bpp)
+        return h if f_hat is None else f_hat + h
+
+    def next_scale_input(self, f_hat: Tensor, k: int) -> Tensor:
+        """The transformer's input for the positions of scale k+1: ``f_hat`` through scale k
+        (:meth:`add_scale`) area-downsampled to pn_{k+1} x pn_{k+1}, one row per position in
+        raster order -> [B, pn_{k+1}^2, Cv]. Scale 0 has no input (its position 0 is the class
+        start token), so k runs over 0..K-2."""
+        if not 0 <= k < len(self.patch_nums) - 1:
+            raise ValueError(f"scale {k} has no next scale: k must lie in 0..{len(self.patch_nums) - 2}")
+        return self._down(f_hat, self.patch_nums[k + 1]).flatten(2).transpose(1, 2)
+
     # --- images -> tokens -----------------------------------------------------------------------
     def features(self, images: Tensor) -> Tensor:
         """Encoder output f: [B, Cv, h, w]."""
@@ -187,10 +204,10 @@ class MultiScaleVQVAE(nn.Module):
 
     # --- tokens -> f_hat, images, teacher-forcing inputs ----------------------------------------
     def f_hat(self, tokens: list[Tensor]) -> Tensor:
+        """f_hat through the last scale of ``tokens``: [B, Cv, h, w]."""
         f = None
         for k, idx in enumerate(tokens):
-            h = self.code_map(k, idx)
-            f = h if f is None else f + h
+            f = self.add_scale(f, k, idx)
         return f
 
     def decode_f(self, f_hat: Tensor) -> Tensor:
@@ -211,17 +228,16 @@ class MultiScaleVQVAE(nn.Module):
         """Inputs for positions 1..l-1 of the first ``num_scales`` scales: [B, l - 1, Cv].
 
         Scale k's input is f_hat built from scales < k, area-downsampled to pn_k (position 0 is the
-        class start token and takes no input). Only tokens of scales < num_scales are read.
+        class start token and takes no input; see :meth:`next_scale_input`). Only tokens of scales
+        < num_scales are read.
         """
         K = len(self.patch_nums) if num_scales is None else num_scales
         B = tokens[0].shape[0]
         parts: list[Tensor] = []
         f_hat = None
         for k in range(K - 1):
-            h = self.code_map(k, tokens[k])
-            f_hat = h if f_hat is None else f_hat + h
-            nxt = self.patch_nums[k + 1]
-            parts.append(self._down(f_hat, nxt).flatten(2).transpose(1, 2))
+            f_hat = self.add_scale(f_hat, k, tokens[k])
+            parts.append(self.next_scale_input(f_hat, k))
         if not parts:
             return self.codebook.weight.new_zeros(B, 0, self.cfg.latent_dim)
         return torch.cat(parts, 1)

@@ -9,17 +9,18 @@ positions is an exact prefix of the full pass.
 Every linear layer is an :class:`AdaptedLinear` with a name (``b0_qkv``, ..., ``head``): a
 class's head may add its own adapter to it (see ``varc.heads``), per sample in a batch.
 
-Because of that exact-prefix property a pass may also stop after scale m and resume later: with
-``keep_kv=True`` the trunk returns every block's keys and values (a :class:`KVCache`), and a
-later call given ``past=`` computes only the positions after the cached ones, attending to the
-cached keys. Candidate pruning uses this so that survivors pay only for their remaining scales.
+Because of that exact-prefix property a pass may also stop after scale m and resume later: the
+trunk returns, with the logits, every block's keys and values (a :class:`KVCache`, together a
+:class:`LogitsAndCache`), and a later call given ``past=`` computes only the positions after the
+cached ones, attending to the cached keys. Candidate pruning uses this so that survivors pay
+only for their remaining scales.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
+from typing import NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,14 @@ class KVCache:
         """The caches of ``parts`` stacked, then rows reordered by ``order``."""
         return KVCache([(torch.cat([p.kv[i][0] for p in parts])[order], torch.cat([p.kv[i][1] for p in parts])[order])
                         for i in range(len(parts[0].kv))])
+
+
+class LogitsAndCache(NamedTuple):
+    """Logits [B, l - l0, V] of a pass over positions l0..l-1, and the cache of positions 0..l-1
+    that continues it (``logits_BlV, cache = ...`` unpacks it)."""
+
+    logits_BlV: Tensor
+    cache: KVCache
 
 
 class AdaptedLinear(nn.Linear):
@@ -154,9 +163,10 @@ class Trunk(nn.Module):
         return {m.key: (m.in_features, m.out_features) for m in self.modules() if isinstance(m, AdaptedLinear)}
 
     def forward(self, x_BlC: Tensor, cond_BD: Tensor, adapters: Adapters | None = None, *,
-                past: KVCache | None = None, keep_kv: bool = False) -> Tensor | tuple[Tensor, KVCache]:
+                past: KVCache | None = None) -> LogitsAndCache:
         """Logits [B, l - l0, V] for positions l0..l-1, where l = 1 + x_BlC.shape[1] and l0 is the
-        length of ``past`` (0 without one); with ``keep_kv`` also the cache of positions 0..l-1."""
+        length of ``past`` (0 without one), and the cache of positions 0..l-1 (computed anyway:
+        a caller that does not continue the pass just drops it)."""
         l = x_BlC.shape[1] + 1
         l0 = past.length if past is not None else 0
         if not 0 <= l0 < l:
@@ -171,8 +181,7 @@ class Trunk(nn.Module):
         for i, blk in enumerate(self.blocks):
             h_BlD, kv_i = blk(h_BlD, cond_BD, mask_ll, adapters, past.kv[i] if past is not None else None)
             kv.append(kv_i)
-        logits_BlV = self._head(h_BlD, cond_BD, adapters)
-        return (logits_BlV, KVCache(kv)) if keep_kv else logits_BlV
+        return LogitsAndCache(self._head(h_BlD, cond_BD, adapters), KVCache(kv))
 
     def _head(self, h_BlD: Tensor, cond_BD: Tensor, adapters: Adapters | None) -> Tensor:
         # The output head runs in fp32 even under autocast: log-likelihoods are sums of many
