@@ -434,10 +434,10 @@ def test_fetch_rejects_bad_names_and_sources(tmp_path):
 
 
 def test_cli_data_list_and_fetch(tmp_path, capsys):
-    from cil.cli_data import add_subcommand
+    from cil.cli.data import add_subcommands
 
     parser = argparse.ArgumentParser(prog="cil")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
     _write_tiny_idx_root(tmp_path, FASHION_MNIST, gz=True)
     args = parser.parse_args(["data", "list", "--root", str(tmp_path)])
     assert args.func(args) == 0
@@ -454,7 +454,7 @@ def test_cli_data_list_and_fetch(tmp_path, capsys):
 
 
 def test_data_modules_import_without_torch():
-    code = ("import sys, cil.cli_data, cil.data.fetch, cil.data.npz, cil.data.mnist, cil.data.cifar, "
+    code = ("import sys, cil.cli.data, cil.data.fetch, cil.data.npz, cil.data.mnist, cil.data.cifar, "
             "cil.data.digits, cil.data.mnist5k; "
             "bad = [m for m in ('torch', 'torchvision', 'avalanche', 'sklearn') if m in sys.modules]; "
             "assert not bad, bad")

@@ -12,6 +12,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from cil.cli import main
+from cil.explain import faithfulness as fa
 from varc import explain as ve
 from varc.config import VARConfig
 from varc.heads import NULL_CLASS
@@ -184,11 +185,11 @@ def test_var_gradient_saliency_differentiates_the_classifier_itself(model, image
     (grad,) = torch.autograd.grad(ll[:, 0].sum(), xg)
     assert grad.abs().sum() > 0
     target = torch.tensor([0, 1, 3])
-    sal = ve.var_gradient_saliency(model, x, target, model.classes)
+    sal = fa.var_gradient_saliency(model, x, target, model.classes)
     assert sal.shape == (3, 8, 8)
     assert torch.isfinite(sal).all() and (sal > 0).any()
     # the gradient of a target that is the whole posterior mass is 0: one class only
-    one = ve.var_gradient_saliency(model, x, torch.zeros(3, dtype=torch.long), [0])
+    one = fa.var_gradient_saliency(model, x, torch.zeros(3, dtype=torch.long), [0])
     assert one.abs().max() < 1e-9
     assert all(p.grad is None for p in model.parameters())  # the model is left untouched
 
@@ -201,7 +202,7 @@ def test_input_gradient_of_a_linear_classifier() -> None:
     def logits(im: torch.Tensor) -> torch.Tensor:
         return (im[:, None] * w[None]).flatten(2).sum(-1)
 
-    sal = ve.input_gradient(logits, x, torch.tensor([0]))
+    sal = fa.input_gradient(logits, x, torch.tensor([0]))
     expected = torch.zeros(2, 2, dtype=torch.float64)
     expected[0, 0], expected[1, 1] = 3.0, 1.0  # d (logit_0 - logit_1) = w0 - w1
     assert torch.allclose(sal[0], expected, atol=1e-6)
@@ -213,7 +214,7 @@ def test_log_odds_gradient_is_the_posterior_gradient_rescaled() -> None:
     w = torch.randn(4, 6, generator=g, dtype=torch.float64)
     x = torch.randn(3, 6, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0, 2, 3])
-    (g_odds,) = torch.autograd.grad(ve.log_odds(x @ w.T, t).sum(), x)
+    (g_odds,) = torch.autograd.grad(fa.log_odds(x @ w.T, t).sum(), x)
     logp = torch.log_softmax(x @ w.T, 1)
     (g_post,) = torch.autograd.grad(logp[torch.arange(3), t].sum(), x)
     one_minus_p = 1 - logp[torch.arange(3), t].exp().detach()
@@ -222,7 +223,7 @@ def test_log_odds_gradient_is_the_posterior_gradient_rescaled() -> None:
     # w_target - sum_{y != target} softmax_y w_y, the posterior's has collapsed to nothing useful
     s = 200 * (x @ w.T)
     t = s.argmax(1).detach()
-    (g_sure,) = torch.autograd.grad(ve.log_odds(s, t).sum(), x)
+    (g_sure,) = torch.autograd.grad(fa.log_odds(s, t).sum(), x)
     expected = torch.stack([200 * (w[t[b]] - sum(torch.softmax(s[b].detach().masked_fill(
         torch.arange(4) == t[b], float("-inf")), 0)[y] * w[y] for y in range(4))) for b in range(3)])
     assert torch.allclose(g_sure, expected)
@@ -237,7 +238,7 @@ def test_occlusion_marks_exactly_the_pixels_the_score_reads() -> None:
     def log_prob(im: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return im[:, 0, :2, :2].sum((-2, -1)) * (1 + target.double())
 
-    sal = ve.occlusion(log_prob, x, torch.tensor([0, 1]), patch=2, stride=2)
+    sal = fa.occlusion(log_prob, x, torch.tensor([0, 1]), patch=2, stride=2)
     expected = torch.zeros(2, 4, 4, dtype=torch.float64)
     expected[0, :2, :2], expected[1, :2, :2] = 4.0, 8.0
     assert torch.allclose(sal, expected)
@@ -259,18 +260,18 @@ def test_insertion_and_deletion_auc_on_a_hand_built_example() -> None:
     canvas = torch.zeros_like(img)
     target = torch.tensor([0])
     best, worst = WEIGHTS[None], -WEIGHTS[None]
-    ins = ve.perturbation_curve(linear_score, img, best, target, kind="insertion", canvas=canvas, steps=4)
+    ins = fa.perturbation_curve(linear_score, img, best, target, kind="insertion", canvas=canvas, steps=4)
     assert torch.allclose(ins[0], torch.tensor([0.0, 0.4, 0.7, 0.9, 1.0], dtype=torch.float64))
-    dele = ve.perturbation_curve(linear_score, img, best, target, kind="deletion", canvas=canvas, steps=4)
+    dele = fa.perturbation_curve(linear_score, img, best, target, kind="deletion", canvas=canvas, steps=4)
     assert torch.allclose(dele[0], torch.tensor([1.0, 0.6, 0.3, 0.1, 0.0], dtype=torch.float64))
     # trapezoids of width 1/4: (0 + .4)/2 + (.4 + .7)/2 + (.7 + .9)/2 + (.9 + 1)/2 = 2.5, / 4
-    assert ve.auc(ins).item() == pytest.approx(2.5 / 4)
-    assert ve.auc(dele).item() == pytest.approx(1.5 / 4)
+    assert fa.auc(ins).item() == pytest.approx(2.5 / 4)
+    assert fa.auc(dele).item() == pytest.approx(1.5 / 4)
     # the reversed order is worse on both curves
-    ins_w = ve.perturbation_curve(linear_score, img, worst, target, kind="insertion", canvas=canvas, steps=4)
-    del_w = ve.perturbation_curve(linear_score, img, worst, target, kind="deletion", canvas=canvas, steps=4)
-    assert ve.auc(ins_w).item() == pytest.approx(1.5 / 4)
-    assert ve.auc(del_w).item() == pytest.approx(2.5 / 4)
+    ins_w = fa.perturbation_curve(linear_score, img, worst, target, kind="insertion", canvas=canvas, steps=4)
+    del_w = fa.perturbation_curve(linear_score, img, worst, target, kind="deletion", canvas=canvas, steps=4)
+    assert fa.auc(ins_w).item() == pytest.approx(1.5 / 4)
+    assert fa.auc(del_w).item() == pytest.approx(2.5 / 4)
 
 
 def test_curves_batch_images_and_steps_independently_of_chunking() -> None:
@@ -283,30 +284,30 @@ def test_curves_batch_images_and_steps_independently_of_chunking() -> None:
         return (im[:, 0].double() * w).sum((-2, -1)) + target.double()
 
     target = torch.arange(5)
-    a = ve.perturbation_curve(score, imgs, sal, target, kind="deletion", canvas=torch.zeros_like(imgs), steps=7)
-    b = ve.perturbation_curve(score, imgs, sal, target, kind="deletion", canvas=torch.zeros_like(imgs), steps=7,
+    a = fa.perturbation_curve(score, imgs, sal, target, kind="deletion", canvas=torch.zeros_like(imgs), steps=7)
+    b = fa.perturbation_curve(score, imgs, sal, target, kind="deletion", canvas=torch.zeros_like(imgs), steps=7,
                               batch_size=3)
     assert torch.equal(a, b)
     assert torch.allclose(a[:, 0], score(imgs, target)) and torch.allclose(a[:, -1], target.double())
 
 
 def test_step_counts_and_auc_validation() -> None:
-    assert ve.step_counts(10, 4) == [0, 2, 5, 8, 10]
-    assert ve.auc(torch.full((2, 9), 0.3, dtype=torch.float64)).tolist() == pytest.approx([0.3, 0.3])
+    assert fa.step_counts(10, 4) == [0, 2, 5, 8, 10]
+    assert fa.auc(torch.full((2, 9), 0.3, dtype=torch.float64)).tolist() == pytest.approx([0.3, 0.3])
     with pytest.raises(ValueError):
-        ve.auc(torch.zeros(3, 1))
+        fa.auc(torch.zeros(3, 1))
     with pytest.raises(ValueError, match="kind"):
-        ve.perturbation_curve(linear_score, torch.ones(1, 1, 2, 2), WEIGHTS[None], torch.tensor([0]),
+        fa.perturbation_curve(linear_score, torch.ones(1, 1, 2, 2), WEIGHTS[None], torch.tensor([0]),
                               kind="swap", canvas=torch.zeros(1, 1, 2, 2))
 
 
 def test_random_pixel_ranks_break_ties_with_the_generator() -> None:
     flat = torch.zeros(2, 3, 3, dtype=torch.float64)
-    r1 = ve.pixel_ranks(flat, generator=torch.Generator().manual_seed(0))
-    r2 = ve.pixel_ranks(flat, generator=torch.Generator().manual_seed(0))
+    r1 = fa.pixel_ranks(flat, generator=torch.Generator().manual_seed(0))
+    r2 = fa.pixel_ranks(flat, generator=torch.Generator().manual_seed(0))
     assert torch.equal(r1, r2)
     assert sorted(r1[0].tolist()) == list(range(9))
-    assert torch.equal(ve.pixel_ranks(flat)[0], torch.arange(9))
+    assert torch.equal(fa.pixel_ranks(flat)[0], torch.arange(9))
 
 
 # ------------------------------------------------------------------------------------------------

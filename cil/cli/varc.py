@@ -18,7 +18,7 @@ from cil.config import field_overrides
 from cil.errors import UserError
 
 
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``varc`` with its ``train``, ``eval`` and ``sample`` sub-commands to the main parser."""
     varc = subparsers.add_parser("varc", help="train, evaluate or sample the VAR generative classifier",
                                  description="The VAR model on its own: joint training on all classes of a "

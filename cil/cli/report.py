@@ -144,38 +144,36 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers) -> None:
     """Add ``plot``, ``report`` and ``summarize`` to the ``cil`` parser's subcommands."""
-    p = subparsers.add_parser(
-        "plot", help="draw forgetting curves, accuracy matrices, bars and cost plots from result folders",
+    p = _add_runs_command(
+        subparsers, "plot", _cmd_plot,
+        help="draw forgetting curves, accuracy matrices, bars and cost plots from result folders",
         description="Draw every figure from the result files of one or more `cil run` folders "
                     "(several folders are compared side by side on shared axes). Nothing is rerun.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output folder(s) of `cil run`")
     p.add_argument("--out", metavar="FIG_DIR",
                    help="folder for the figures (default RUN_DIR/figures when one run is given)")
     p.add_argument("--format", default="png", choices=["png", "pdf", "svg"], help="image format (default png)")
-    p.set_defaults(func=_cmd_plot)
 
-    r = subparsers.add_parser(
-        "report", help="write report.md and a self-contained report.html (one run, or a comparison of several)",
+    r = _add_runs_command(
+        subparsers, "report", _cmd_report,
+        help="write report.md and a self-contained report.html (one run, or a comparison of several)",
         description="Summary table, figures, what was run, the resolved protocol and the environment. "
                     "One run: RUN_DIR/report.md (figures in RUN_DIR/figures) and RUN_DIR/report.html "
                     "(figures embedded). Several runs: one comparison report (summary, run-against-run "
                     "tables, figures side by side) written to --out DIR, which is then required.")
-    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output folder(s) of `cil run`")
     r.add_argument("--out", metavar="DIR",
                    help="where report.md, report.html and figures/ go (default RUN_DIR for one run; "
                         "required for several)")
     r.add_argument("--no-figures", action="store_true", help="tables only (no figures drawn)")
-    r.set_defaults(func=_cmd_report)
 
-    s = subparsers.add_parser(
-        "summarize", help="print the summary table (mean ± sd over cells) of result folders",
+    s = _add_runs_command(
+        subparsers, "summarize", _cmd_summarize,
+        help="print the summary table (mean ± sd over cells) of result folders",
         description="Print final accuracy (%), average incremental accuracy (%), forgetting and BWT "
                     "(points), training and evaluation time (minutes) and peak memory (MB) per "
                     "strategy, mean ± sd over cells (seed x class order), with each run's protocol; "
                     "several folders are listed together, and a warning goes to stderr when they "
                     "come from different protocols. --format csv keeps the result files' units "
                     "(fractions, seconds) at full precision.")
-    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output folder(s) of `cil run`")
     s.add_argument("--format", default="text", choices=["text", "markdown", "csv"],
                    help="text (default), a markdown table, or csv with full-precision mean/sd columns")
     s.add_argument("--per-seed", action="store_true",
@@ -188,4 +186,11 @@ def add_subcommands(subparsers) -> None:
                         "final_accuracy,average_forgetting; also average_incremental_accuracy, bwt, "
                         "train_seconds, eval_seconds, peak_memory_mb)")
     s.add_argument("--no-inference", action="store_true", help="leave out the inference-settings table")
-    s.set_defaults(func=_cmd_summarize)
+
+
+def _add_runs_command(subparsers, name: str, func, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that reads one or more run folders (``RUN_DIR ...``) and runs ``func``."""
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output folder(s) of `cil run`")
+    parser.set_defaults(func=func)
+    return parser

@@ -15,7 +15,7 @@ import argparse
 _FETCHABLE = "mnist, fashion_mnist, cifar10, cifar100 (digits and mnist5k are bundled)"
 
 
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``data`` with its ``fetch`` and ``list`` sub-commands to the main parser."""
     data = subparsers.add_parser("data", help="list or fetch datasets",
                                  description="Datasets on this machine: list what is present, fetch what is not.")
