@@ -2,9 +2,9 @@
 
 Seed everything, build the strategy, then for each training experience train, evaluate on the
 whole test stream (Avalanche's accuracy metric, per experience) and record R[i][:], wall times
-and peak memory. Strategies that can save their state (``checkpoint_state`` /
-``load_checkpoint_state``) get a checkpoint per experience, and an interrupted cell resumes
-after the last one saved. Writing result files is the grid driver's job (``cil.grid``).
+and peak memory. Strategies that declare checkpoints (``cil.strategies.base.capabilities``) get
+a checkpoint per experience, and an interrupted cell resumes after the last one saved. Writing
+result files is the grid driver's job (``cil.grid``).
 """
 
 from __future__ import annotations
@@ -283,6 +283,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
 
     from cil.metrics import summarize
     from cil.strategies import registry
+    from cil.strategies.base import capabilities
 
     entry, seed = cell.entry, cell.seed
     device = protocol_device(protocol.device)
@@ -291,8 +292,8 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     ctx = make_context(dataset, entry.training, device=device, seed=seed, task_incremental=stream.task_incremental,
                        name=entry.name, log=log, label=label)
     strategy = registry.build(entry.strategy, ctx, entry.params)
-    can_ckpt = (checkpoint_dir is not None and hasattr(strategy, "checkpoint_state")
-                and hasattr(strategy, "load_checkpoint_state"))
+    caps = capabilities(strategy)
+    can_ckpt = checkpoint_dir is not None and caps.checkpoints
 
     T = stream.n_experiences
     rows: list[list[float]] = []
@@ -334,7 +335,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
         if can_ckpt:
             _save_checkpoint(strategy, checkpoint_dir, i, rows, timings, settings, robust)
 
-    inference = strategy.inference_report(test_stream) if hasattr(strategy, "inference_report") else None
+    inference = strategy.inference_report(test_stream) if caps.inference else None
     metrics = summarize(rows)
     metrics.update({
         "protocol": protocol.name, "strategy": entry.name, "seed": seed, "order": cell.order.label,
@@ -362,7 +363,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     if device.type == "cuda":
         config["run"]["gpu"] = torch.cuda.get_device_name(device)
     # e.g. the VAR classifier's model, for `cil explain RUN_DIR`
-    model = strategy.final_model().to_bytes() if hasattr(strategy, "final_model") else None
+    model = strategy.model_bytes() if caps.model else None
     return CellRecord(cell=cell, rows=rows, timings=timings, metrics=metrics, config=config, inference=inference,
                       model=model, robustness=robust if corrupted else None)
 

@@ -59,7 +59,7 @@ def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream):
     train = stream.benchmark.train_stream
     strategy.train(train[0])
     strategy.train(train[1])
-    var = strategy.model.var
+    var = strategy.classifier.var
     images = torch.as_tensor(ds.x_test[:40]).float().div(255)[:, None]
     before_params = {k: v.clone() for k, v in var.state_dict().items()
                      if not any(f"sets.{c}." in k for c in (4, 5))}
@@ -76,9 +76,9 @@ def test_finetune_trunk_moves_old_classes(digits_stream):
     ds, stream = digits_stream
     strategy = make_strategy(ds, trunk="finetune")
     strategy.train(stream.benchmark.train_stream[0])
-    w = strategy.model.var.trunk_parameters()[0].clone()
+    w = strategy.classifier.var.trunk_parameters()[0].clone()
     strategy.train(stream.benchmark.train_stream[1])
-    assert not torch.equal(w, strategy.model.var.trunk_parameters()[0])
+    assert not torch.equal(w, strategy.classifier.var.trunk_parameters()[0])
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def scored_var(digits_stream):
     strategy = make_strategy(ds)
     for exp in stream.benchmark.train_stream[:2]:
         strategy.train(exp)
-    return strategy.model.var, torch.as_tensor(ds.x_test[:64]).float().div(255)[:, None], [0, 1, 2, 3]
+    return strategy.classifier.var, torch.as_tensor(ds.x_test[:64]).float().div(255)[:, None], [0, 1, 2, 3]
 
 
 def test_pruning_that_keeps_every_class_and_smoothing_with_one_sample_equal_varc(scored_var):
@@ -181,7 +181,7 @@ def test_the_pruning_sweep_times_the_reports_images_and_searches_on_others(digit
     ds, stream = digits_stream
     strategy = make_strategy(ds, report_limit=100)
     seen = []
-    monkeypatch.setattr(type(strategy), "_measure", lambda self, cfg, images, labels: seen.append(images) or
+    monkeypatch.setattr(type(strategy.classifier), "_measure", lambda self, cfg, images, labels: seen.append(images) or
                         {"setting": cfg.name, "accuracy": 0.0, "images_per_second": 1.0})
     strategy.inference_report(stream.benchmark.test_stream)
     images, labels, source = sweep.test_set("split_digits", "digits")
@@ -216,23 +216,22 @@ def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
 def _interrupted_run(tmp_path, monkeypatch, out: str):
     """Write a three-experience VARC protocol and run it into ``out``, interrupted (Ctrl-C)
     while training the third experience; returns the protocol's path."""
-    from cil.strategies.generative import _classes
+    from cil.strategies.generative import VARClassifier
 
     proto = {"name": "resume", "dataset": "digits", "stream": {"n_experiences": 3, "classes_per_exp": None,
                                                                "first_exp_classes": 4},
              "strategies": {"varc": TINY_VAR}}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(proto))
-    strategy_cls = _classes()[1]
-    original = strategy_cls._train_exp
+    original = VARClassifier.update
 
-    def crash_on_third(self, experience, *args, **kwargs):
+    def crash_on_third(self, images, labels):
         if self.exp_index == 2:
             raise KeyboardInterrupt
-        return original(self, experience, *args, **kwargs)
+        return original(self, images, labels)
 
     with monkeypatch.context() as m:
-        m.setattr(strategy_cls, "_train_exp", crash_on_third)
+        m.setattr(VARClassifier, "update", crash_on_third)
         assert main(["run", str(path), "--out", str(tmp_path / out), "--quiet"]) == 130
     return path
 

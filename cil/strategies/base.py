@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -29,11 +30,18 @@ if TYPE_CHECKING:
 class ScoreClassifier:
     """Base of a non-SGD strategy: ``update`` per experience, ``scores`` per minibatch.
 
-    Set ``checkpoints = True`` and implement ``state_dict`` / ``load_state_dict`` (tensors and
-    plain types only) to let an interrupted cell resume after its last finished experience.
+    Optional capabilities, declared by class attributes (the runner reads the declaration, it
+    never probes for methods):
+    - ``checkpoints = True``: ``state_dict`` / ``load_state_dict`` (tensors and plain types
+      only), so an interrupted cell resumes after its last finished experience;
+    - ``saves_model = True``: ``model_bytes()``, written beside the results as ``model.pt``;
+    - ``reports_inference = True``: ``inference_report(images, labels)`` on the final model,
+      rows of ``inference.csv`` (setting, accuracy, images_per_second, ...).
     """
 
     checkpoints: ClassVar[bool] = False
+    saves_model: ClassVar[bool] = False
+    reports_inference: ClassVar[bool] = False
 
     def update(self, images: "torch.Tensor", labels: "torch.Tensor") -> None:
         """Learn from one experience: all of its training images [B, C, H, W] and labels [B]."""
@@ -49,12 +57,45 @@ class ScoreClassifier:
     def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError(f"{type(self).__name__} declares checkpoints but has no load_state_dict()")
 
+    def model_bytes(self) -> bytes:
+        raise NotImplementedError(f"{type(self).__name__} declares saves_model but has no model_bytes()")
+
+    def inference_report(self, images: "torch.Tensor", labels: "torch.Tensor") -> list[dict]:
+        raise NotImplementedError(f"{type(self).__name__} declares reports_inference but has no inference_report()")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the runner may ask of a built strategy beyond train/eval."""
+
+    checkpoints: bool = False  # checkpoint_state() / load_checkpoint_state(state)
+    model: bool = False  # model_bytes() -> the file model.pt
+    inference: bool = False  # inference_report(test_stream) -> rows of inference.csv
+
+
+def capabilities(strategy: Any) -> Capabilities:
+    """A strategy's declared capabilities: its ScoreClassifier's declaration; none for an
+    Avalanche SGD strategy."""
+    plain, _ = _classes()
+    if isinstance(strategy, plain):
+        c = strategy.classifier
+        return Capabilities(checkpoints=c.checkpoints, model=c.saves_model, inference=c.reports_inference)
+    return Capabilities()
+
 
 def _score_loss(scores_BC, y_B):
     """Cross-entropy of the scores (Avalanche reports an evaluation loss); -inf made finite."""
     import torch
 
     return torch.nn.functional.cross_entropy(scores_BC.clamp_min(-1e9), y_B)
+
+
+def stream_test_images(test_stream) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Every test image and label of a stream, experience after experience."""
+    import torch
+
+    xs, ys = zip(*(collect(exp.dataset) for exp in test_stream))
+    return torch.cat(xs), torch.cat(ys)
 
 
 def collect(dataset, batch_size: int = 2048) -> tuple["torch.Tensor", "torch.Tensor"]:
@@ -113,6 +154,12 @@ def _classes():
                 print(f"  [{self.label}] exp {self.exp_index + 1}: updated classes {sorted(set(labels.tolist()))} "
                       f"with {len(labels)} images in {time.perf_counter() - t0:.1f} s", flush=True)
             self.exp_index += 1
+
+        def model_bytes(self) -> bytes:
+            return self.classifier.model_bytes()
+
+        def inference_report(self, test_stream) -> list[dict]:
+            return self.classifier.inference_report(*stream_test_images(test_stream))
 
     class CheckpointedScoreStrategy(ScoreStrategy):
         """The same, with the runner's resume hooks (for classifiers that declare checkpoints)."""

@@ -10,10 +10,9 @@ Per experience (Chen, Inouye, Gao 2025; the class-incremental recipe is this sui
 - A-VARC+ adds condition-contrastive fine-tuning of the new heads (negatives from the same
   experience), candidate pruning on the first scales and likelihood smoothing at test time.
 
-The model Avalanche sees returns a [B, n_classes] score matrix, log p(x|y) + log p(y) for the
-classes seen so far and -inf for the others, so accuracy, forgetting and BWT apply unchanged.
-Training bypasses Avalanche's SGD loop (likelihood training has its own schedule) but keeps
-its experience/stream bookkeeping and evaluation loop.
+A non-SGD strategy (``cil.strategies.base.ScoreClassifier``): ``scores`` is a [B, n_classes]
+matrix, log p(x|y) + log p(y) for the classes seen so far and -inf for the others, so accuracy,
+forgetting and BWT apply unchanged; likelihood training has its own schedule in ``update``.
 """
 
 from __future__ import annotations
@@ -21,18 +20,12 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from cil.errors import UserError
-from cil.strategies.base import collect
+from cil.strategies.base import ScoreClassifier, stream_test_images  # noqa: F401 (the sweep imports it here)
 from cil.strategies.registry import StrategyContext, register
 from cil.typecheck import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_keys, coerce
-
-if TYPE_CHECKING:
-    from avalanche.training.templates import SupervisedTemplate
-else:  # the registry resolves hints at import time; avalanche is imported only inside builders
-    SupervisedTemplate = Any
-
 
 def _scoring(prune: list, smooth_samples: int, smooth_std: float, where: str, num_scales: int):
     """A validated ScoringConfig; bad settings are UserErrors naming the protocol key."""
@@ -112,212 +105,176 @@ def report_subset(n_images: int, limit: int | None):
     return report_order(n_images)[:limit] if limit and limit < n_images else torch.arange(n_images)
 
 
-def stream_test_images(test_stream):
-    """Every test image and label of a stream, experience after experience (the report's order)."""
-    import torch
+class VARClassifier(ScoreClassifier):
+    """A VARModel as a class-incremental classifier: ``update`` trains on one experience (see the
+    module docstring), ``scores`` is log p(x|y) + log p(y) for the classes seen, -inf for the
+    others. It checkpoints, saves its model (model.pt) and reports the cost of its inference
+    settings on the final model."""
 
-    xs, ys = zip(*(collect(exp.dataset) for exp in test_stream))
-    return torch.cat(xs), torch.cat(ys)
+    checkpoints = True
+    saves_model = True
+    reports_inference = True
 
+    def __init__(self, *, n_classes: int, image_shape: tuple[int, int, int], settings: dict, name: str,
+                 seed: int, device, eval_mb_size: int, log=None) -> None:
+        from varc.config import preset_for_shape
+        from varc.model import VARModel
 
-@functools.lru_cache(maxsize=None)
-def _classes():
-    """Build the nn.Module and strategy classes on first use (they subclass torch/avalanche types)."""
-    import torch
-    from avalanche.training.templates import SupervisedTemplate as Template
-    from torch import nn
+        s = self.settings = settings
+        self.n_classes, self.label, self.seed, self.eval_mb_size, self.log = n_classes, name, seed, eval_mb_size, log
+        try:
+            cfg = preset_for_shape(image_shape, head=s["head"], device=str(device), **s["model"])
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"strategies.{name}.model: {exc}") from exc
+        self.var = VARModel(cfg, seed=seed, device=device)
+        self.scoring = _scoring(s["prune"], s["smooth_samples"], s["smooth_std"], f"strategies.{name}",
+                                self.var.num_scales)
+        self.report_scorings = self._report_scorings(name, self.var.num_scales, self.scoring)
+        self.counts: dict[int, int] = {}
+        self.exp_index = 0
 
-    from varc.classifier import log_prior, score
+    def _report_scorings(self, name: str, n: int, main) -> list:
+        """Plain VARC, each A-VARC+ inference part alone, the extra settings, the full setting."""
+        out = [_scoring([], 1, 0.0, name, n)]
+        if main.prune:
+            out.append(_scoring([list(st) for st in main.prune], 1, 0.0, name, n))
+        if main.smooth_samples > 1:
+            out.append(_scoring([], main.smooth_samples, main.smooth_std, name, n))
+        for i, extra in enumerate(self.settings["report_settings"]):
+            where = f"strategies.{name}.report_settings[{i}]"
+            extra = check_keys(extra, _REPORT_KEYS, where)
+            out.append(_scoring(extra.get("prune", []), extra.get("smooth_samples", 1),
+                                extra.get("smooth_std", 0.0), where, n))
+        return out + [main]
 
-    class VARCModule(nn.Module):
-        """Wraps a VARModel: forward(images) -> scores [B, n_classes], -inf for unseen classes."""
+    def _log(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(f"  [{self.label}] {msg}")
 
-        def __init__(self, var, n_classes: int, scoring, prior: str) -> None:
-            super().__init__()
-            self.var = var
-            self.n_classes = n_classes
-            self.scoring = scoring
-            self.prior = prior
-            self.counts: dict[int, int] = {}
-            self.reset_cost()
+    def log_prior_C(self, classes):
+        from varc.classifier import log_prior
 
-        def reset_cost(self) -> None:
-            self.cost = {"images": 0, "token_forwards": 0, "seconds": 0.0}
+        return log_prior(classes, self.counts if self.settings["prior"] == "frequency" else None)
 
-        def log_prior_C(self, classes):
-            return log_prior(classes, self.counts if self.prior == "frequency" else None)
+    # -- scoring ------------------------------------------------------------------------------------
+    def scores(self, x_BCHW):
+        import torch
 
-        def forward(self, x_BCHW):
-            classes = self.var.classes
-            t0 = time.perf_counter()
-            out = torch.full((x_BCHW.shape[0], self.n_classes), float("-inf"), device=x_BCHW.device)
-            if classes:
-                res = score(self.var, x_BCHW, classes, self.scoring, log_prior_C=self.log_prior_C(classes),
-                            generator=torch.Generator().manual_seed(0))
-                out[:, classes] = res.scores_BC.to(out.device)
-                self.cost["token_forwards"] += res.token_forwards
-            self.cost["images"] += x_BCHW.shape[0]
-            self.cost["seconds"] += time.perf_counter() - t0
-            return out
+        from varc.classifier import score
 
-    def score_loss(scores_BC, y_B):
-        """Cross-entropy of the class posterior (unseen classes' -inf made finite)."""
-        return nn.functional.cross_entropy(scores_BC.clamp_min(-1e9), y_B)
+        classes = self.var.classes
+        out = torch.full((x_BCHW.shape[0], self.n_classes), float("-inf"), device=x_BCHW.device)
+        if classes:
+            res = score(self.var, x_BCHW, classes, self.scoring, log_prior_C=self.log_prior_C(classes),
+                        generator=torch.Generator().manual_seed(0))
+            out[:, classes] = res.scores_BC.to(out.device)
+        return out
 
-    class VARCStrategy(Template):
-        """Avalanche strategy around a VARModel; see the module docstring."""
+    # -- training -----------------------------------------------------------------------------------
+    def update(self, images, labels) -> None:
+        from varc import train as vt
 
-        def __init__(self, *, ctx: StrategyContext, settings: dict, name: str) -> None:
-            from varc.config import preset_for_shape
-            from varc.model import VARModel
+        s, var, seed = self.settings, self.var, self.seed * 1000 + self.exp_index
+        new = sorted(set(labels.tolist()) - set(var.classes))
+        first = not var.classes
+        t0 = time.perf_counter()
+        if first:
+            tok_images = images
+            if s["tokenizer_data"]:
+                from cil.data import load_dataset
+                from varc.train import as_image_tensor
 
-            self.ctx, self.settings, self.label = ctx, settings, name
-            s = settings
-            try:
-                cfg = preset_for_shape(ctx.image_shape, head=s["head"], device=str(ctx.device), **s["model"])
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"strategies.{name}.model: {exc}") from exc
-            var = VARModel(cfg, seed=ctx.seed, device=ctx.device)
-            module = VARCModule(var, ctx.n_classes, _scoring(s["prune"], s["smooth_samples"], s["smooth_std"],
-                                                             f"strategies.{name}", var.num_scales), s["prior"])
-            self.report_scorings = self._report_scorings(name, var.num_scales, module.scoring)
-            dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)  # training is ours
-            super().__init__(model=module, optimizer=dummy, criterion=score_loss,
-                             train_mb_size=ctx.train_mb_size, train_epochs=1, eval_mb_size=ctx.eval_mb_size,
-                             device=ctx.device, plugins=list(ctx.plugins) or None,  # no SGD epochs to watch
-                             evaluator=ctx.evaluator)
-            self.exp_index = 0
+                tok_images = as_image_tensor(load_dataset(s["tokenizer_data"]).x_train)
+                if tuple(tok_images.shape[1:]) != tuple(images.shape[1:]):
+                    raise UserError(f"strategies.{self.label}.tokenizer_data: images of "
+                                    f"{s['tokenizer_data']!r} are {tuple(tok_images.shape[1:])}, the "
+                                    f"protocol's are {tuple(images.shape[1:])}")
+            vt.train_tokenizer(var, tok_images, epochs=s["tokenizer_epochs"], batch_size=s["batch_size"],
+                               lr=s["tokenizer_lr"], seed=seed,
+                               progress=lambda r: self._log(
+                                   f"tokenizer epoch {r['epoch']}/{r['epochs']}: recon mse {r['recon_mse']:.4f}, "
+                                   f"code usage {r['code_usage']:.2f} ({r['seconds']:.1f} s)"))
+            var.freeze_tokenizer()
+        var.add_classes(new, init="random" if first else s["head_init"])
+        tokens = vt.encode_dataset(var, images)
+        if first or s["trunk"] == "finetune":
+            params = var.transformer_parameters()
+            epochs, lr, drop, phase = s["trunk_epochs"], s["trunk_lr"], None, "trunk+heads"
+        else:
+            params = var.class_parameters(new)
+            epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
+        vt.train_transformer(var, labels=labels, tokens=tokens, params=params, epochs=epochs,
+                             batch_size=s["batch_size"], lr=lr, label_drop=drop, seed=seed,
+                             progress=lambda r: self._log(
+                                 f"exp {self.exp_index + 1} {phase} epoch {r['epoch']}/{r['epochs']}: "
+                                 f"nll/image {r['nll_per_image']:.2f} ({r['seconds']:.1f} s)"))
+        if s["cca_epochs"] > 0 and len(new) >= 2:
+            from varc.cca import cca_finetune
 
-        def _report_scorings(self, name: str, n: int, main) -> list:
-            """Plain VARC, each A-VARC+ inference part alone, the extra settings, the full setting."""
-            out = [_scoring([], 1, 0.0, name, n)]
-            if main.prune:
-                out.append(_scoring([list(st) for st in main.prune], 1, 0.0, name, n))
-            if main.smooth_samples > 1:
-                out.append(_scoring([], main.smooth_samples, main.smooth_std, name, n))
-            for i, extra in enumerate(self.settings["report_settings"]):
-                where = f"strategies.{name}.report_settings[{i}]"
-                extra = check_keys(extra, _REPORT_KEYS, where)
-                out.append(_scoring(extra.get("prune", []), extra.get("smooth_samples", 1),
-                                    extra.get("smooth_std", 0.0), where, n))
-            return out + [main]
+            cca_finetune(var, tokens, labels, params=var.class_parameters(new), negative_pool=new,
+                         epochs=s["cca_epochs"], lr=s["cca_lr"], beta=s["cca_beta"], lam=s["cca_lambda"],
+                         batch_size=s["batch_size"], seed=seed,
+                         progress=lambda r: self._log(f"exp {self.exp_index + 1} CCA epoch {r['epoch']}/"
+                                                      f"{r['epochs']}: loss {r['loss']:.4f} pair acc "
+                                                      f"{r['pair_accuracy']:.3f} ({r['seconds']:.1f} s)"))
+        elif s["cca_epochs"] > 0:
+            self._log(f"exp {self.exp_index + 1}: one new class, no negatives for CCA; skipped")
+        for c in new:
+            self.counts[c] = self.counts.get(c, 0) + int((labels == c).sum())
+        self._log(f"exp {self.exp_index + 1}: trained classes {new} in {time.perf_counter() - t0:.1f} s")
+        self.exp_index += 1
 
-        @property
-        def var(self):
-            return self.model.var
+    # -- checkpoints (the runner resumes an interrupted protocol from these) ------------------------
+    def state_dict(self) -> dict:
+        return {"var": {k: v.detach().cpu() for k, v in self.var.state_dict().items()},
+                "classes": list(self.var.classes), "counts": dict(self.counts), "exp_index": self.exp_index}
 
-        def final_model(self):
-            """The trained VARModel (the runner saves it as model.pt beside the results)."""
-            return self.var
+    def load_state_dict(self, state: dict) -> None:
+        self.var.add_classes(state["classes"])
+        self.var.load_state_dict(state["var"])
+        self.var.freeze_tokenizer()
+        self.counts = {int(k): int(v) for k, v in state["counts"].items()}
+        self.exp_index = int(state["exp_index"])
 
-        def make_optimizer(self, **kwargs):
-            pass  # the dummy optimizer must not be handed the model's parameters
+    def model_bytes(self) -> bytes:
+        """The trained VARModel's file (model.pt beside the results, for `cil explain RUN_DIR`)."""
+        return self.var.to_bytes()
 
-        def _log(self, msg: str) -> None:
-            if self.ctx.progress:
-                print(f"  [{self.label}] {msg}", flush=True)
+    # -- cost of each inference setting on the final model ------------------------------------------
+    def inference_report(self, images, labels) -> list[dict]:
+        """Accuracy, images/s and token-forwards per image of every inference setting, on a fixed
+        random subset (``report_limit``) of the test images (all of them, stream order)."""
+        keep = report_subset(len(labels), self.settings["report_limit"])
+        images, labels = images[keep], labels[keep]
+        rows, seen = [], set()
+        for cfg in self.report_scorings:
+            if cfg.name in seen:
+                continue
+            seen.add(cfg.name)
+            rows.append(self._measure(cfg, images, labels))
+            self._log(f"inference {rows[-1]['setting']}: accuracy {rows[-1]['accuracy']:.4f}, "
+                      f"{rows[-1]['images_per_second']:.1f} images/s")
+        return rows
 
-        # -- training ---------------------------------------------------------------------------
-        def _train_exp(self, experience, eval_streams=None, **kwargs):
-            from varc import train as vt
+    def _measure(self, cfg, images, labels) -> dict:
+        import torch
 
-            s, var, seed = self.settings, self.var, self.ctx.seed * 1000 + self.exp_index
-            images, labels = collect(experience.dataset)
-            new = sorted(set(labels.tolist()) - set(var.classes))
-            first = not var.classes
-            t0 = time.perf_counter()
-            if first:
-                tok_images = images
-                if s["tokenizer_data"]:
-                    from cil.data import load_dataset
-                    from varc.train import as_image_tensor
+        from varc.classifier import score
 
-                    tok_images = as_image_tensor(load_dataset(s["tokenizer_data"]).x_train)
-                    if tuple(tok_images.shape[1:]) != tuple(images.shape[1:]):
-                        raise UserError(f"strategies.{self.label}.tokenizer_data: images of "
-                                        f"{s['tokenizer_data']!r} are {tuple(tok_images.shape[1:])}, the "
-                                        f"protocol's are {tuple(images.shape[1:])}")
-                vt.train_tokenizer(var, tok_images, epochs=s["tokenizer_epochs"], batch_size=s["batch_size"],
-                                   lr=s["tokenizer_lr"], seed=seed,
-                                   progress=lambda r: self._log(
-                                       f"tokenizer epoch {r['epoch']}/{r['epochs']}: recon mse {r['recon_mse']:.4f}, "
-                                       f"code usage {r['code_usage']:.2f} ({r['seconds']:.1f} s)"))
-                var.freeze_tokenizer()
-            var.add_classes(new, init="random" if first else s["head_init"])
-            tokens = vt.encode_dataset(var, images)
-            if first or s["trunk"] == "finetune":
-                params = var.transformer_parameters()
-                epochs, lr, drop, phase = s["trunk_epochs"], s["trunk_lr"], None, "trunk+heads"
-            else:
-                params = var.class_parameters(new)
-                epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
-            vt.train_transformer(var, labels=labels, tokens=tokens, params=params, epochs=epochs,
-                                 batch_size=s["batch_size"], lr=lr, label_drop=drop, seed=seed,
-                                 progress=lambda r: self._log(
-                                     f"exp {self.exp_index + 1} {phase} epoch {r['epoch']}/{r['epochs']}: nll/image {r['nll_per_image']:.2f} "
-                                     f"({r['seconds']:.1f} s)"))
-            if s["cca_epochs"] > 0 and len(new) >= 2:
-                from varc.cca import cca_finetune
-
-                cca_finetune(var, tokens, labels, params=var.class_parameters(new), negative_pool=new,
-                             epochs=s["cca_epochs"], lr=s["cca_lr"], beta=s["cca_beta"], lam=s["cca_lambda"],
-                             batch_size=s["batch_size"], seed=seed,
-                             progress=lambda r: self._log(f"exp {self.exp_index + 1} CCA epoch {r['epoch']}/"
-                                                          f"{r['epochs']}: loss {r['loss']:.4f} pair acc "
-                                                          f"{r['pair_accuracy']:.3f} ({r['seconds']:.1f} s)"))
-            elif s["cca_epochs"] > 0:
-                self._log(f"exp {self.exp_index + 1}: one new class, no negatives for CCA; skipped")
-            for c in new:
-                self.model.counts[c] = self.model.counts.get(c, 0) + int((labels == c).sum())
-            self._log(f"exp {self.exp_index + 1}: trained classes {new} in {time.perf_counter() - t0:.1f} s")
-            self.exp_index += 1
-
-        # -- checkpoints (the runner resumes an interrupted protocol from these) ---------------
-        def checkpoint_state(self) -> dict:
-            return {"var": {k: v.detach().cpu() for k, v in self.var.state_dict().items()},
-                    "classes": list(self.var.classes), "counts": dict(self.model.counts),
-                    "exp_index": self.exp_index, "tokenizer_frozen": True}
-
-        def load_checkpoint_state(self, state: dict) -> None:
-            self.var.add_classes(state["classes"])
-            self.var.load_state_dict(state["var"])
-            self.var.freeze_tokenizer()
-            self.model.counts = {int(k): int(v) for k, v in state["counts"].items()}
-            self.exp_index = int(state["exp_index"])
-
-        # -- cost of each inference setting on the final model ----------------------------------
-        def inference_report(self, test_stream) -> list[dict]:
-            s = self.settings
-            images, labels = stream_test_images(test_stream)
-            keep = report_subset(len(labels), s["report_limit"])  # a fixed random subset of all classes
-            images, labels = images[keep], labels[keep]
-            rows, seen = [], set()
-            for cfg in self.report_scorings:
-                if cfg.name in seen:
-                    continue
-                seen.add(cfg.name)
-                rows.append(self._measure(cfg, images, labels))
-                self._log(f"inference {rows[-1]['setting']}: accuracy {rows[-1]['accuracy']:.4f}, "
-                          f"{rows[-1]['images_per_second']:.1f} images/s")
-            return rows
-
-        def _measure(self, cfg, images, labels) -> dict:
-            var, classes = self.var, self.var.classes
-            prior = self.model.log_prior_C(classes)
-            correct, forwards = 0, 0
-            t0 = time.perf_counter()
-            g = torch.Generator().manual_seed(0)
-            for st in range(0, len(images), self.ctx.eval_mb_size):
-                x = images[st:st + self.ctx.eval_mb_size].to(var.device)
-                res = score(var, x, classes, cfg, log_prior_C=prior, generator=g)
-                correct += int((res.predict(classes).cpu() == labels[st:st + self.ctx.eval_mb_size]).sum())
-                forwards += res.token_forwards
-            sec = time.perf_counter() - t0
-            n = len(labels)
-            return {"setting": cfg.name, "accuracy": correct / n, "images_per_second": n / sec,
-                    "token_forwards_per_image": forwards / n, "seconds_per_image": sec / n}
-
-    return VARCModule, VARCStrategy
+        var, classes = self.var, self.var.classes
+        prior = self.log_prior_C(classes)
+        correct, forwards = 0, 0
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(0)
+        for st in range(0, len(images), self.eval_mb_size):
+            x = images[st:st + self.eval_mb_size].to(var.device)
+            res = score(var, x, classes, cfg, log_prior_C=prior, generator=g)
+            correct += int((res.predict(classes).cpu() == labels[st:st + self.eval_mb_size]).sum())
+            forwards += res.token_forwards
+        sec = time.perf_counter() - t0
+        n = len(labels)
+        return {"setting": cfg.name, "accuracy": correct / n, "images_per_second": n / sec,
+                "token_forwards_per_image": forwards / n, "seconds_per_image": sec / n}
 
 
 def build_varc(
@@ -345,11 +302,12 @@ def build_varc(
     cca_lambda: NonNegativeFloat = 1.0,
     report_settings: list = [],  # extra inference settings to time on the final model
     report_limit: PositiveInt | None = None,  # inference report on a fixed random N of the test images
-) -> SupervisedTemplate:
+) -> VARClassifier:
     """VARC: a VAR model as generative classifier, argmax_y log p(x|y) + log p(y) (Chen, Inouye, Gao 2025)."""
-    _, strategy_cls = _classes()
     settings = {k: v for k, v in locals().items() if k != "ctx"}
-    return strategy_cls(ctx=ctx, settings=settings, name=ctx.name or "varc")
+    return VARClassifier(n_classes=ctx.n_classes, image_shape=ctx.image_shape, settings=settings,
+                         name=ctx.name or "varc", seed=ctx.seed, device=ctx.device, eval_mb_size=ctx.eval_mb_size,
+                         log=(lambda line: print(line, flush=True)) if ctx.progress else None)
 
 
 def _variant(fn, doc: str, **defaults):
