@@ -404,6 +404,13 @@ def plot_forgetting_curves(data: RunData, path: Path | None = None, *, run: str 
     return fig
 
 
+def _strategy_legend(ax, shown: dict[str, Line2D]) -> None:
+    """One legend entry per strategy, in the suite's strategy order, right of the panel."""
+    order = agg.strategy_order(shown)
+    ax.legend([shown[k] for k in order], order, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+              title="strategy")
+
+
 @_styled
 def plot_average_accuracy(data: RunData, path: Path | None = None, *,
                           styles: dict[str, Style] | None = None) -> Figure:
@@ -442,9 +449,7 @@ def plot_average_accuracy(data: RunData, path: Path | None = None, *,
     _hide_unused(axes, len(runs))
     head = "Average accuracy over the stream" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     _suptitle(fig, head, _spread_note(data.summary))
-    order = agg.strategy_order(shown)
-    axes[min(cols, len(runs)) - 1].legend([shown[s] for s in order], order, loc="upper left",
-                                          bbox_to_anchor=(1.02, 1.0), frameon=False, title="strategy")
+    _strategy_legend(axes[min(cols, len(runs)) - 1], shown)
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -796,9 +801,7 @@ def plot_robustness_severity(data: RunData, path: Path | None = None, *,
     corruptions = sorted(set(final["corruption"]) - {"none"})
     head = "Accuracy under corruption" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     _suptitle(fig, head, f"mean over {len(corruptions)} corruptions; {_spread_note(data.summary)}")
-    order = agg.strategy_order(shown)
-    axes[min(cols, len(runs)) - 1].legend([shown[k] for k in order], order, loc="upper left",
-                                          bbox_to_anchor=(1.02, 1.0), frameon=False, title="strategy")
+    _strategy_legend(axes[min(cols, len(runs)) - 1], shown)
     if path is not None:
         save_figure(fig, path)
     return fig
