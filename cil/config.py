@@ -122,6 +122,7 @@ class Protocol:
     description: str = ""
     pairing: str = "crossed"  # crossed: every seed with every class order; paired: seed k with order k
     robustness: RobustnessConfig | None = None
+    loggers: list[str] = field(default_factory=list)  # tensorboard | csv | wandb, per cell under <cell>/logs
 
     def entry(self, name: str) -> StrategyEntry:
         for e in self.strategies:
@@ -165,7 +166,7 @@ def _class_order(order: str | list[int], seed: int, index: int) -> ClassOrder:
 
 
 TOP_KEYS = ("name", "description", "dataset", "data_root", "stream", "training", "seeds", "device", "threads",
-            "pairing", "robustness", "strategies")
+            "pairing", "robustness", "loggers", "strategies")
 ENTRY_KEYS = ("strategy", "resources")  # what an entry may hold besides the strategy's own keys and overrides
 RESOURCE_KEYS = ("cpus", "gpus")
 
@@ -258,12 +259,16 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
     if raw.get("robustness") is not None:
         robustness = _build(RobustnessConfig, raw["robustness"], "robustness")
         _robustness_errors(robustness)
+    from cil.loggers import check_loggers
+
+    loggers = coerce(raw.get("loggers", []), list[str], "loggers")
+    check_loggers(loggers)
     name = coerce(raw.get("name", default_name), str, "name")
     return Protocol(name=name, description=coerce(raw.get("description", ""), str, "description"),
                     dataset=coerce(raw.get("dataset", "digits"), str, "dataset"),
                     data_root=coerce(raw.get("data_root"), str | None, "data_root"),
                     stream=stream, training=training, seeds=seeds, device=device, threads=threads,
-                    strategies=entries, pairing=pairing, robustness=robustness)
+                    strategies=entries, pairing=pairing, robustness=robustness, loggers=loggers)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -406,6 +411,8 @@ def resolved_dict(p: Protocol) -> dict:
     }
     if p.robustness is not None:
         out["robustness"] = dataclasses.asdict(p.robustness)
+    if p.loggers:
+        out["loggers"] = list(p.loggers)
     for e in p.strategies:
         entry: dict[str, Any] = {"strategy": e.strategy, **e.params}
         if e.resources:

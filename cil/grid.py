@@ -204,7 +204,7 @@ class _Writer:
         t0 = time.perf_counter()
         try:
             record = run_cell(self.protocol, cell, dataset=dataset, stream=stream, log=self.log, force=force,
-                              checkpoint_dir=self.folder(cell) / "checkpoints")
+                              checkpoint_dir=self.folder(cell) / "checkpoints", log_dir=self.folder(cell) / "logs")
         except DiskFullError:
             raise
         except Exception as exc:  # noqa: BLE001 (reported, and the other cells go on)
@@ -258,7 +258,8 @@ def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: b
     folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, _folder_order(protocol, cell))
     with _quiet_avalanche_deprecations():
         return run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,
-                        force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command)
+                        force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command,
+                        log_dir=folder / "logs")
 
 
 def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force: bool, workers: int | None,

@@ -210,18 +210,22 @@ def _make_epoch_plugins(*, log: Callable[[str], None] | None, label: str) -> lis
 
 def make_context(dataset, training: TrainingConfig, *, device: Any = "cpu", seed: int = 0,
                  task_incremental: bool = False, name: str = "", log: Callable[[str], None] | None = None,
-                 label: str = "") -> "StrategyContext":
+                 label: str = "", loggers: list | None = None) -> "StrategyContext":
     """The context a builder gets: the dataset's shape, the entry's training settings, the
-    evaluation plugin whose metrics the runner reads, and the runner's plugins (task-incremental
-    masking; per-epoch progress lines for strategies that run Avalanche's SGD loop)."""
-    from avalanche.evaluation.metrics import accuracy_metrics
+    evaluation plugin whose metrics the runner reads (and, given ``loggers``, streams per-epoch
+    training metrics to them too), and the runner's plugins (task-incremental masking; per-epoch
+    progress lines for strategies that run Avalanche's SGD loop)."""
+    from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
     from cil.strategies.registry import StrategyContext
 
+    metrics = [accuracy_metrics(experience=True, stream=True)]
+    if loggers:
+        metrics += [accuracy_metrics(epoch=True), loss_metrics(epoch=True, experience=True)]
     with warnings.catch_warnings():  # metrics are read from eval()'s return value, not from loggers
         warnings.simplefilter("ignore", UserWarning)
-        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
+        evaluator = EvaluationPlugin(*metrics, loggers=list(loggers or []))
     return StrategyContext(n_classes=dataset.n_classes, image_shape=dataset.image_shape, training=training,
                            device=device, seed=seed, evaluator=evaluator,
                            plugins=tuple(_make_plugins(task_incremental=task_incremental)),
@@ -272,7 +276,8 @@ def evaluate_robustness(strategy: Any, corrupted: list, train_exp: int, name: st
 
 
 def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir: Path | None,
-             log: Callable[[str], None] | None = print, force: bool = False, command: str = "") -> CellRecord:
+             log: Callable[[str], None] | None = print, force: bool = False, command: str = "",
+             log_dir: Path | None = None) -> CellRecord:
     """Train and evaluate one cell over the whole stream; return its records (no result files).
 
     ``checkpoint_dir``: where a strategy that can save its state checkpoints every experience
@@ -289,8 +294,14 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     device = protocol_device(protocol.device)
     seed_everything(seed)
     label = cell.label if len(protocol.class_orders()) > 1 else f"{entry.name} seed {seed}"
+    loggers = []
+    if protocol.loggers and log_dir is not None:
+        from cil.loggers import make_loggers
+
+        loggers = make_loggers(protocol.loggers, log_dir, run_name=f"{protocol.name} {label}",
+                               config=resolved_dict(protocol.for_cell(cell)))
     ctx = make_context(dataset, entry.training, device=device, seed=seed, task_incremental=stream.task_incremental,
-                       name=entry.name, log=log, label=label)
+                       name=entry.name, log=log, label=label, loggers=loggers)
     strategy = registry.build(entry.strategy, ctx, entry.params)
     caps = capabilities(strategy)
     can_ckpt = checkpoint_dir is not None and caps.checkpoints
@@ -364,6 +375,9 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
         config["run"]["gpu"] = torch.cuda.get_device_name(device)
     # e.g. the VAR classifier's model, for `cil explain RUN_DIR`
     model = strategy.model_bytes() if caps.model else None
+    for logger in loggers:
+        if hasattr(logger, "close"):
+            logger.close()
     return CellRecord(cell=cell, rows=rows, timings=timings, metrics=metrics, config=config, inference=inference,
                       model=model, robustness=robust if corrupted else None)
 
