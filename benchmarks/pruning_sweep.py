@@ -33,7 +33,8 @@ import torch
 
 from cil.config import load_protocol
 from cil.data import load_dataset
-from cil.strategies.generative import report_order, stream_test_images
+from cil.strategies.base import stream_test_images
+from cil.strategies.generative import report_order
 from cil.streams import protocol_stream
 from varc.classifier import ScoringConfig, parse_schedule, score
 from varc.model import VARModel

@@ -23,7 +23,7 @@ import time
 from typing import Literal
 
 from cil.errors import UserError
-from cil.strategies.base import ScoreClassifier, stream_test_images  # noqa: F401 (the sweep imports it here)
+from cil.strategies.base import ScoreClassifier
 from cil.strategies.registry import StrategyContext, register
 from cil.typecheck import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check_keys, coerce
 
