@@ -37,10 +37,26 @@ def prepare(out_dir: Path) -> Path:
     return out_dir
 
 
+def _lock_candidate_pid(path: Path) -> int | None:
+    """The pid in a lock candidate's name (``.lock.<pid>.<id>.tmp``, ``.lock.stale.<pid>.tmp``)."""
+    parts = path.name.split(".")
+    for part in parts[2:4]:
+        if part.isdigit():
+            return int(part)
+    return None
+
+
 def sweep_temp_files(out_dir: Path) -> list[Path]:
-    """Remove temporary files left by a killed run (only call while holding the lock)."""
+    """Remove temporary files left by a killed run (only call while holding the lock).
+
+    A lock candidate of a process still alive is left alone: another ``cil run`` may be
+    between writing it and trying to link it as the lock."""
     removed = []
     for path in Path(out_dir).rglob(f"*{TEMP_SUFFIX}"):
+        if path.parent == Path(out_dir) and path.name.startswith(f"{LOCK_FILE}."):
+            pid = _lock_candidate_pid(path)
+            if pid is not None and _alive({"pid": pid}):
+                continue
         if path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)

@@ -205,6 +205,24 @@ def test_temp_files_left_by_a_killed_run_are_swept(tmp_path):
 # --------------------------------------------------------------------------- one writer
 
 
+def test_the_sweep_keeps_a_live_processs_lock_candidate_and_removes_a_dead_ones(tmp_path):
+    """A second ``cil run`` writes its lock candidate before linking it as the lock; the
+    winner's sweep must not delete it in between (it did: a race gave 'No such file')."""
+    from cil.runfolder import sweep_temp_files
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process now
+    live = tmp_path / f".lock.{os.getpid()}.abcd1234.tmp"
+    dead = tmp_path / f".lock.{gone.pid}.0000ffff.tmp"
+    stale_dead = tmp_path / ".lock.stale.999999999.tmp"
+    for p in (live, dead, stale_dead):
+        p.write_text("{}")
+    removed = sweep_temp_files(tmp_path)
+    assert live.exists() and not dead.exists() and not stale_dead.exists()
+    assert sorted(removed) == sorted([dead, stale_dead])
+
+
+
+
 def _hold_lock(out: Path) -> subprocess.Popen:
     """Another process that holds ``out``'s lock until killed."""
     code = ("import sys, time; from cil.runfolder import RunLock; RunLock(sys.argv[1]).acquire(); "
