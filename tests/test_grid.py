@@ -92,6 +92,22 @@ def test_seeds_and_class_orders_paired_or_crossed():
         protocol_from_dict(dict(base, pairing="zip"))
 
 
+def test_a_parallel_run_starts_the_costliest_cells_first():
+    """Declared costs order the submission (VAR before SLDA before the SGD baselines), ties keep
+    the protocol's order; a cost that is not a positive number is refused at registration."""
+    from cil.grid import submission_order
+    from cil.strategies.registry import register
+
+    paired = protocol_from_dict(dict(SMALL, seeds=[0, 1], stream={"n_experiences": 5, "class_orders": ["natural", 1]},
+                                     pairing="paired"))
+    order = [(c.entry.name, c.seed) for c in submission_order(paired.cells())]
+    assert order == [("varc", 0), ("varc", 1), ("slda", 0), ("slda", 1), ("naive", 0), ("replay", 0),
+                     ("naive", 1), ("replay", 1)]
+    for bad in (0, -1.0, "high"):
+        with pytest.raises(ValueError, match="cost must be a positive number"):
+            register("never_registered", cost=bad)
+
+
 def test_several_class_orders_get_their_own_folders_and_are_aggregated_together(tmp_path, capsys):
     proto = write(tmp_path / "p.yaml", dict(SMALL, strategies={"naive": {}}, seeds=[0, 1], pairing="paired",
                                             stream={"n_experiences": 5, "class_orders": ["natural", 3]}))

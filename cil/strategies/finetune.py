@@ -22,7 +22,7 @@ def build_naive(ctx: StrategyContext) -> SupervisedTemplate:
     return Naive(**ctx.template_kwargs(ctx.make_model()))
 
 
-@register("cumulative", help="Retrain on the union of all experiences so far (joint upper bound)")
+@register("cumulative", help="Retrain on the union of all experiences so far (joint upper bound)", cost=3)
 def build_cumulative(ctx: StrategyContext) -> SupervisedTemplate:
     """Cumulative (joint) training: each experience trains on all data seen so far, the usual
     upper bound of class-incremental learning (e.g. Lomonaco & Maltoni 2017, CORe50)."""

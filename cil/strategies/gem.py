@@ -14,7 +14,7 @@ else:  # the registry resolves hints at import time; avalanche is imported only 
     SupervisedTemplate = Any
 
 
-@register("gem", help="Gradient Episodic Memory (Lopez-Paz & Ranzato 2017)")
+@register("gem", help="Gradient Episodic Memory (Lopez-Paz & Ranzato 2017)", cost=2)
 def build_gem(
     ctx: StrategyContext,
     *,

@@ -132,6 +132,7 @@ class StrategySpec:
     module: str
     check: Check | None = None
     uses_training: tuple[str, ...] = TRAINING_OVERRIDES
+    cost: float = 1.0
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
@@ -139,17 +140,22 @@ _discovered = False
 
 
 def register(name: str, *, help: str = "", check: Check | None = None,
-             uses_training: tuple[str, ...] = TRAINING_OVERRIDES) -> Callable[[Builder], Builder]:
+             uses_training: tuple[str, ...] = TRAINING_OVERRIDES, cost: float = 1.0) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder`` available as strategy ``name``.
 
     ``check`` validates what the parameters' type hints cannot (see :data:`Check`); bounds on
     numbers go in the hints themselves (``cil.typecheck.PositiveInt`` and friends).
     ``uses_training`` names the training settings (``cil.config.TrainingConfig`` fields) the
     strategy reads: all of them for an SGD strategy, e.g. only ``eval_mb_size`` for one that
-    returns a :class:`cil.strategies.base.ScoreClassifier`."""
+    returns a :class:`cil.strategies.base.ScoreClassifier`.
+    ``cost`` is a rough guess of one cell's time relative to ``naive`` on the same protocol. It
+    decides only the order in which a parallel run starts cells (the costliest first, so that a
+    long cell does not start last while the other workers idle); results never depend on it."""
     unknown = sorted(set(uses_training) - set(TRAINING_OVERRIDES))
     if unknown:
         raise ValueError(f"strategy {name!r}: uses_training names unknown settings {unknown}")
+    if not (isinstance(cost, (int, float)) and cost > 0):
+        raise ValueError(f"strategy {name!r}: cost must be a positive number, got {cost!r}")
 
     def deco(builder: Builder) -> Builder:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
@@ -162,7 +168,8 @@ def register(name: str, *, help: str = "", check: Check | None = None,
                     raise ValueError(f"strategy {name!r}: parameter {p.name!r} needs a default")
                 params[p.name] = Param(p.name, hints.get(p.name, Any), p.default)
         doc = help or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__, check, tuple(uses_training))
+        _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__, check, tuple(uses_training),
+                                       float(cost))
         return builder
 
     return deco
