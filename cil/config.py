@@ -222,7 +222,7 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
     n_orders = len(stream.class_orders or [None])
     if pairing == "paired" and n_orders != len(seeds):
         raise UserError(f"pairing: paired needs as many seeds as class orders, got {len(seeds)} seeds and "
-                        f"{n_orders} class orders; give equally many or use pairing: crossed")
+                        f"{n_orders} class orders; give equally many (cil run: --seeds and --orders) or use pairing: crossed")
     strategies_raw = raw.get("strategies")
     if not isinstance(strategies_raw, dict) or not strategies_raw:
         raise UserError("strategies: expected a mapping of strategy names to settings, e.g. {naive: {}, ewc: "
@@ -358,8 +358,12 @@ def list_protocols() -> list[Path]:
     return sorted(d.glob("*.yaml")) if d.is_dir() else []
 
 
-def load_protocol(name_or_path: str, *, overrides: list[str] | None = None) -> tuple[Protocol, dict]:
-    """Read, override and validate a protocol; returns it with the raw (overridden) mapping."""
+def load_protocol(name_or_path: str, *, overrides: list[str] | None = None,
+                  class_orders: list[str | int] | None = None) -> tuple[Protocol, dict]:
+    """Read, override and validate a protocol; returns it with the raw (overridden) mapping.
+
+    ``class_orders`` (``cil run --orders``) replaces the stream's class order(s), whichever
+    way the file gives them."""
     import yaml
 
     path = find_protocol_file(name_or_path)
@@ -377,6 +381,9 @@ def load_protocol(name_or_path: str, *, overrides: list[str] | None = None) -> t
     if not isinstance(raw, dict):
         raise UserError(f"protocol file {path}: expected a mapping at the top level")
     raw = apply_overrides(raw, overrides or [])
+    if class_orders is not None:
+        stream = {k: v for k, v in (raw.get("stream") or {}).items() if k not in ("class_order", "class_order_seed")}
+        raw = {**raw, "stream": {**stream, "class_orders": list(class_orders)}}
     return protocol_from_dict(raw, default_name=path.stem), raw
 
 

@@ -108,6 +108,23 @@ def test_a_parallel_run_starts_the_costliest_cells_first():
             register("never_registered", cost=bad)
 
 
+def test_orders_on_the_command_line_replace_the_protocols_class_orders(tmp_path, capsys):
+    proto = write(tmp_path / "p.yaml", dict(SMALL, strategies={"ncm": {}}, seeds=[0, 1, 2], pairing="paired",
+                                            stream={"n_experiences": 5, "class_orders": ["natural", 1, 2]}))
+    out = tmp_path / "out"
+    assert main(["run", str(proto), "--out", str(out), "--quiet", "--seeds", "0", "--orders", "natural"]) == 0
+    assert [p.name for p in (out / "ncm").iterdir()] == ["seed0"]
+    single = write(tmp_path / "q.yaml", dict(SMALL, strategies={"ncm": {}},
+                                             stream={"n_experiences": 5, "class_order": "shuffled", "class_order_seed": 9}))
+    assert main(["run", str(single), "--out", str(tmp_path / "q"), "--quiet", "--orders", "3,natural"]) == 0
+    assert sorted(p.name for p in (tmp_path / "q" / "ncm").iterdir()) == ["seed0_natural", "seed0_order3"]
+    capsys.readouterr()
+    assert main(["run", str(proto), "--out", str(out), "--orders", "natural,first"]) == 2
+    assert capsys.readouterr().err.startswith("error: --orders: 'first' is not a class order; give natural or a")
+    assert main(["run", str(proto), "--out", str(out), "--seeds", "0"]) == 2
+    assert "--seeds and --orders" in capsys.readouterr().err
+
+
 def test_several_class_orders_get_their_own_folders_and_are_aggregated_together(tmp_path, capsys):
     proto = write(tmp_path / "p.yaml", dict(SMALL, strategies={"naive": {}}, seeds=[0, 1], pairing="paired",
                                             stream={"n_experiences": 5, "class_orders": ["natural", 3]}))

@@ -72,6 +72,41 @@ def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream):
     assert var.classes == [0, 1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("trunk", ["frozen", "finetune"])
+def test_remembered_likelihoods_equal_scoring_every_class_again(digits_stream, trunk):
+    """After each experience the classifier's scores equal a fresh scoring of every class seen,
+    bit for bit; with the trunk frozen only the new classes are scored, with it fine-tuned
+    (every likelihood moves) all of them again."""
+    from varc.classifier import log_prior, score
+
+    ds, stream = digits_stream
+    strategy = make_strategy(ds, trunk=trunk)
+    clf = strategy.classifier
+    images = torch.as_tensor(ds.x_test[:60]).float().div(255)[:, None]
+    scored = []  # the classes each call had to score
+    remembered = clf.memo.scores
+
+    def recording(x, classes, compute):
+        def counted(xb, some):
+            scored.append(list(some))
+            return compute(xb, some)
+        return remembered(x, classes, counted)
+
+    clf.memo.scores = recording
+    for k in range(3):
+        strategy.train(stream.benchmark.train_stream[k])
+        scored.clear()
+        got = clf.scores(images)
+        classes = clf.var.classes
+        fresh = score(clf.var, images, classes, clf.scoring, log_prior_C=log_prior(classes)).scores_BC
+        assert torch.equal(got[:, classes], fresh)
+        assert torch.isinf(got[:, [c for c in range(10) if c not in classes]]).all()
+        new = classes[-2:]
+        assert scored == [classes if (k == 0 or trunk == "finetune") else new]
+        scored.clear()
+        assert torch.equal(clf.scores(images[10:30]), got[10:30]) and scored == []  # all remembered
+
+
 def test_finetune_trunk_moves_old_classes(digits_stream):
     ds, stream = digits_stream
     strategy = make_strategy(ds, trunk="finetune")

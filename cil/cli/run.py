@@ -1,6 +1,7 @@
 """``cil run`` and ``cil list``: run a protocol's grid of cells; list strategies, datasets, protocols.
 
     cil run split_digits --only naive,ewc --seeds 0,1,2 --out runs/x [--workers N | --ray-address A]
+    cil run split_mnist --seeds 0 --orders natural        # one (seed, class order) pair of the grid
     cil list [strategies|datasets|protocols|all]
 
 The protocol, the grid and the registries are imported inside the command functions, so
@@ -25,6 +26,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                      help="override a protocol value, e.g. strategies.ewc.ewc_lambda=100 (repeatable)")
     run.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1,2")
+    run.add_argument("--orders", help="comma-separated class orders: natural or a shuffle seed, e.g. natural,1,2 "
+                                      "(with pairing: paired, as many as seeds)")
     run.add_argument("--only", help="comma-separated strategy names of the protocol to run")
     run.add_argument("--out", help="output folder (default results/<protocol>)")
     run.add_argument("--device", help="auto, cpu or cuda (overrides the protocol)")
@@ -49,6 +52,22 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     lst.set_defaults(func=_cmd_list)
 
 
+def _orders(text: str | None) -> list[str | int] | None:
+    """``--orders natural,1,2`` as the protocol's ``stream.class_orders``."""
+    if text is None:
+        return None
+    orders: list[str | int] = []
+    for token in (t.strip() for t in text.split(",")):
+        if token == "natural":
+            orders.append(token)
+        elif token.lstrip("-").isdigit() and int(token) >= 0:
+            orders.append(int(token))
+        else:
+            raise UserError(f"--orders: {token!r} is not a class order; give natural or a shuffle seed (an integer "
+                            f">= 0), comma-separated, e.g. natural,1,2")
+    return orders
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from cil.config import load_protocol
     from cil.grid import run_protocol
@@ -62,7 +81,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"threads={args.threads}")
     if args.data_root:
         overrides.append(f"data_root={json.dumps(args.data_root)}")
-    protocol, _ = load_protocol(args.protocol, overrides=overrides)
+    protocol, _ = load_protocol(args.protocol, overrides=overrides, class_orders=_orders(args.orders))
     if args.only is not None:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
         names = [e.name for e in protocol.strategies]

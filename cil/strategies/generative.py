@@ -13,6 +13,10 @@ Per experience (Chen, Inouye, Gao 2025; the class-incremental recipe is this sui
 A non-SGD strategy (``cil.strategies.base.ScoreClassifier``): ``scores`` is a [B, n_classes]
 matrix, log p(x|y) + log p(y) for the classes seen so far and -inf for the others, so accuracy,
 forgetting and BWT apply unchanged; likelihood training has its own schedule in ``update``.
+
+With the trunk frozen, an old class's log p(x|y) never changes, so plain scoring remembers it
+per image (``LikelihoodMemo``): the evaluation after experience k scores only the new classes,
+instead of every class seen so far (5.5x fewer class scorings over 10 experiences of 2 classes).
 """
 
 from __future__ import annotations
@@ -105,6 +109,45 @@ def report_subset(n_images: int, limit: int | None):
     return report_order(n_images)[:limit] if limit and limit < n_images else torch.arange(n_images)
 
 
+class LikelihoodMemo:
+    """log p(x|y) of the images already scored, per class, keyed by the image's bytes.
+
+    Valid while the scored classes' parameters do not change: the owner clears it whenever
+    they may (the first experience, ``trunk: finetune``, a restored checkpoint)."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+        self.rows: dict[bytes, "torch.Tensor"] = {}  # image digest -> [n_classes] float32, NaN = not scored
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+    @staticmethod
+    def keys(x_BCHW) -> list[bytes]:
+        import hashlib
+
+        flat = x_BCHW.detach().to("cpu", copy=False).contiguous().reshape(x_BCHW.shape[0], -1).numpy()
+        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+
+    def scores(self, x_BCHW, classes: list[int], compute) -> "torch.Tensor":
+        """[B, len(classes)] log-likelihoods; ``compute(x_bCHW, some_classes)`` scores what is missing."""
+        import torch
+
+        keys = self.keys(x_BCHW)
+        blank = torch.full((self.n_classes,), float("nan"))
+        ll_BN = torch.stack([self.rows.get(k, blank) for k in keys])
+        missing_BC = ll_BN[:, classes].isnan()
+        if missing_BC.any():
+            need_B = missing_BC.any(1).nonzero().squeeze(1)
+            need = [c for j, c in enumerate(classes) if bool(missing_BC[:, j].any())]
+            part = ll_BN[need_B]
+            part[:, need] = compute(x_BCHW[need_B.to(x_BCHW.device)], need).to("cpu", torch.float32)
+            ll_BN[need_B] = part
+            for i in need_B.tolist():
+                self.rows[keys[i]] = ll_BN[i].clone()
+        return ll_BN[:, classes]
+
+
 class VARClassifier(ScoreClassifier):
     """A VARModel as a class-incremental classifier: ``update`` trains on one experience (see the
     module docstring), ``scores`` is log p(x|y) + log p(y) for the classes seen, -inf for the
@@ -132,6 +175,7 @@ class VARClassifier(ScoreClassifier):
         self.report_scorings = self._report_scorings(name, self.var.num_scales, self.scoring)
         self.counts: dict[int, int] = {}
         self.exp_index = 0
+        self.memo = LikelihoodMemo(n_classes)
 
     def _report_scorings(self, name: str, n: int, main) -> list:
         """Plain VARC, each A-VARC+ inference part alone, the extra settings, the full setting."""
@@ -164,10 +208,16 @@ class VARClassifier(ScoreClassifier):
 
         classes = self.var.classes
         out = torch.full((x_BCHW.shape[0], self.n_classes), float("-inf"), device=x_BCHW.device)
-        if classes:
-            res = score(self.var, x_BCHW, classes, self.scoring, log_prior_C=self.log_prior_C(classes),
+        if not classes:
+            return out
+        prior_C = self.log_prior_C(classes)
+        if self.scoring.prune or self.scoring.smooth_samples > 1:  # depends on the candidates / the batch
+            res = score(self.var, x_BCHW, classes, self.scoring, log_prior_C=prior_C,
                         generator=torch.Generator().manual_seed(0))
             out[:, classes] = res.scores_BC.to(out.device)
+            return out
+        ll_BC = self.memo.scores(x_BCHW, classes, lambda x, some: score(self.var, x, some, self.scoring).scores_BC)
+        out[:, classes] = (ll_BC.to(prior_C.device) + prior_C.to(torch.float32)).to(out.device)
         return out
 
     # -- training -----------------------------------------------------------------------------------
@@ -198,6 +248,7 @@ class VARClassifier(ScoreClassifier):
         var.add_classes(new, init="random" if first else s["head_init"])
         tokens = vt.encode_dataset(var, images)
         if first or s["trunk"] == "finetune":
+            self.memo.clear()  # every class's likelihood changes with the trunk
             params = var.transformer_parameters()
             epochs, lr, drop, phase = s["trunk_epochs"], s["trunk_lr"], None, "trunk+heads"
         else:
@@ -235,6 +286,7 @@ class VARClassifier(ScoreClassifier):
         self.var.freeze_tokenizer()
         self.counts = {int(k): int(v) for k, v in state["counts"].items()}
         self.exp_index = int(state["exp_index"])
+        self.memo.clear()
 
     def model_bytes(self) -> bytes:
         """The trained VARModel's file (model.pt beside the results, for `cil explain RUN_DIR`)."""
