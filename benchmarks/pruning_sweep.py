@@ -1,6 +1,6 @@
 """Accuracy and speed of candidate-pruning schedules (and smoothing) on a trained VAR classifier.
 
-    python benchmarks/pruning_sweep.py results/split_mnist/varc/seed0/model.pt --dataset mnist --limit 2000
+    python benchmarks/pruning_sweep.py results/split_mnist/varc/seed0_natural/model.pt --dataset mnist --limit 2000
 
 Scores a fixed random subset of the test set with plain VARC and with each schedule, in the
 same process, and prints accuracy, images per second and token-forwards per image, so a
