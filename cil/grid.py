@@ -12,7 +12,6 @@ Without ``workers`` or a Ray address nothing of Ray is imported: the quick path 
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 import traceback
@@ -280,6 +279,7 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
     import logging
 
     import ray
+    from ray.exceptions import RayError, RayTaskError
 
     progress = _Progress(total=len(todo), log=writer.log)  # before ray.init, which wraps sys.stderr
     started = not ray.is_initialized()
@@ -308,8 +308,26 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
             pending[ref] = cell
         slots = max(1, int(capacity // max(protocol.threads, 1)))
         progress.update(running=min(slots, len(pending)))
-        with _interrupt_flag() as interrupted:
-            _collect(pending, writer, progress, slots, interrupted)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            progress.update()  # the clock moves on
+            for ref in ready:
+                cell = pending.pop(ref)
+                progress.clear()
+                try:
+                    record = ray.get(ref)
+                except RayTaskError as exc:  # the cell raised
+                    cause = exc.cause if exc.cause is not None else exc
+                    if isinstance(cause, DiskFullError):
+                        raise cause from None
+                    writer.failed(cell, cause, str(exc))
+                    progress.update(failed=1, running=min(slots, len(pending)))
+                except RayError as exc:  # its worker died more often than retried
+                    writer.failed(cell, exc, str(exc))
+                    progress.update(failed=1, running=min(slots, len(pending)))
+                else:
+                    writer.write(record)
+                    progress.update(done=1, running=min(slots, len(pending)))
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -319,51 +337,3 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
         probe_path.unlink(missing_ok=True)
         if started:
             ray.shutdown()
-
-
-@contextlib.contextmanager
-def _interrupt_flag():
-    """Ctrl-C sets a flag that the driver's loop checks each second, instead of raising inside
-    Ray's client code, which can swallow the KeyboardInterrupt (a run then went on to the end)."""
-    import signal
-    import threading
-
-    flag = threading.Event()
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    except ValueError:  # not the main thread: leave signals alone
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _collect(pending: dict, writer: "_Writer", progress: "_Progress", slots: int, interrupted) -> None:
-    """Write each cell's record as its task finishes; a failed cell is reported, the rest go on."""
-    import ray
-    from ray.exceptions import RayError, RayTaskError
-
-    while pending:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-        progress.update()  # the clock moves on
-        for ref in ready:
-            cell = pending.pop(ref)
-            progress.clear()
-            try:
-                record = ray.get(ref)
-            except RayTaskError as exc:  # the cell raised
-                cause = exc.cause if exc.cause is not None else exc
-                if isinstance(cause, DiskFullError):
-                    raise cause from None
-                writer.failed(cell, cause, str(exc))
-                progress.update(failed=1, running=min(slots, len(pending)))
-            except RayError as exc:  # its worker died more often than retried
-                writer.failed(cell, exc, str(exc))
-                progress.update(failed=1, running=min(slots, len(pending)))
-            else:
-                writer.write(record)
-                progress.update(done=1, running=min(slots, len(pending)))

@@ -208,7 +208,9 @@ def test_ctrl_c_leaves_no_partial_files_and_a_rerun_skips_finished_cells(tmp_pat
     proto = write(tmp_path / "p.yaml", protocol)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "cil", "run", str(proto), "--out", str(out), "--quiet", "--workers", "1"]
-    run = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action even where this test runs with SIGINT ignored (a background job)
+    run = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not cells(out) and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.1)
