@@ -248,7 +248,7 @@ def submission_order(todo: list[Cell]) -> list[Cell]:
     """The costliest cells first (by the strategies' declared ``cost``), ties in protocol order.
 
     Ray starts tasks roughly in the order they are submitted; started last, one long cell
-    (SLDA on Split MNIST is 40% of the cell-minutes of its baselines) would leave the other
+    (SLDA is a third or more of Split MNIST's baseline cell-minutes) would leave the other
     workers idle at the end. Longest first is Graham's (1969) classic list-scheduling rule."""
     from cil.strategies import registry
 
