@@ -60,7 +60,7 @@ def _orders(text: str | None) -> list[str | int] | None:
     for token in (t.strip() for t in text.split(",")):
         if token == "natural":
             orders.append(token)
-        elif token.lstrip("-").isdigit() and int(token) >= 0:
+        elif token.isdigit():
             orders.append(int(token))
         else:
             raise UserError(f"--orders: {token!r} is not a class order; give natural or a shuffle seed (an integer "
