@@ -36,7 +36,7 @@ KEY_COLUMNS = ["protocol", "strategy", "seed"]
 ACCURACY_COLUMNS = KEY_COLUMNS + ["train_exp", "eval_exp", "accuracy"]
 TIMING_COLUMNS = KEY_COLUMNS + ["train_exp", "train_seconds", "eval_seconds", "peak_memory_mb"]
 INFERENCE_COLUMNS = KEY_COLUMNS + ["setting", "accuracy", "images_per_second",
-                                   "token_forwards_per_image", "seconds_per_image"]
+                                   "token_forwards_per_image", "seconds_per_image", "classes"]
 ROBUSTNESS_COLUMNS = KEY_COLUMNS + ["train_exp", "corruption", "severity", "accuracy"]
 METRIC_NAMES = ["final_accuracy", "average_incremental_accuracy", "average_forgetting", "bwt"]
 COST_NAMES = ["train_seconds", "eval_seconds", "peak_memory_mb"]
@@ -291,8 +291,9 @@ def _fail(path: Path, what: str) -> UserError:
 
 
 def _read_csv(path: Path, columns: list[str], *, numeric: list[str], required: list[str],
-              nonneg: list[str] = (), unit: list[str] = ()) -> "pd.DataFrame":
-    """Read and validate one result CSV; every problem is a one-line UserError naming ``path``."""
+              nonneg: list[str] = (), unit: list[str] = (), optional: list[str] = ()) -> "pd.DataFrame":
+    """Read and validate one result CSV; every problem is a one-line UserError naming ``path``.
+    ``optional`` columns, added after the format's first version, read as empty when absent."""
     import pandas as pd
 
     if not path.is_file():
@@ -304,6 +305,9 @@ def _read_csv(path: Path, columns: list[str], *, numeric: list[str], required: l
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _fail(path, f"not a readable CSV ({first})") from None
+    for col in optional:
+        if col not in df.columns:
+            df[col] = float("nan")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise _fail(path, f"missing column(s) {', '.join(missing)}; expected {', '.join(columns)}")
@@ -384,14 +388,25 @@ def _read_timings(path: Path, strategy: str, seed: int, T: int) -> "pd.DataFrame
     return df
 
 
-def _read_inference(path: Path, strategy: str, seed: int) -> "pd.DataFrame":
+def _read_inference(path: Path, strategy: str, seed: int, n_classes: int) -> "pd.DataFrame":
+    """inference.csv; rows without ``classes`` (files from before that column) were scored against
+    every class of the cell's stream, ``n_classes``."""
     df = _read_csv(path, INFERENCE_COLUMNS,
                    numeric=["seed", "accuracy", "images_per_second", "token_forwards_per_image",
-                            "seconds_per_image"],
+                            "seconds_per_image", "classes"],
                    required=KEY_COLUMNS + ["setting", "accuracy"], unit=["accuracy"],
-                   nonneg=["images_per_second", "token_forwards_per_image", "seconds_per_image"])
+                   nonneg=["images_per_second", "token_forwards_per_image", "seconds_per_image"],
+                   optional=["classes"])
     _check_key(df, path, strategy, seed)
+    df["classes"] = df["classes"].fillna(n_classes)
+    if df["classes"].isna().any():
+        raise _fail(path, "column classes is empty and the cell's config.yaml names no run.class_order "
+                          "to take the class count from")
+    _integral(df, path, ["classes"])
+    if (df["classes"] < 1).any():
+        raise _fail(path, f"classes {df['classes'][df['classes'] < 1].iloc[0]:g} is not a positive count")
     df["seed"] = df["seed"].astype(int)
+    df["classes"] = df["classes"].astype(int)
     df["setting"] = df["setting"].astype(str)
     return df
 
@@ -485,7 +500,8 @@ def _read_one(run_dir: Path, run: str):
         acc.append(_with_order(a, order))
         tim.append(_with_order(_read_timings(folder / TIMINGS_FILE, strategy, seed, T), order))
         if (folder / INFERENCE_FILE).exists():
-            inf.append(_with_order(_read_inference(folder / INFERENCE_FILE, strategy, seed), order))
+            n_classes = len((config.get("run") or {}).get("class_order") or []) or math.nan
+            inf.append(_with_order(_read_inference(folder / INFERENCE_FILE, strategy, seed, n_classes), order))
         if (folder / ROBUSTNESS_FILE).exists():
             rob.append(_with_order(_read_robustness(folder / ROBUSTNESS_FILE, strategy, seed, T), order))
         configs[(run, strategy, seed, order)] = config

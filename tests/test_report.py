@@ -382,7 +382,7 @@ def test_report_tables_equal_the_csvs_and_html_is_self_contained(multi):
             assert cells[2 + k] == f"{100 * vals[metric].mean():.2f} ± {100 * vals[metric].std():.2f}"
     inference = pd.concat(pd.read_csv(multi / "varc" / f"seed{k}" / "inference.csv") for k in range(3))
     prune = inference[inference["setting"] == "prune[4:3]"]["accuracy"]
-    assert f"| varc | prune[4:3] | 3 | {100 * prune.mean():.2f} ± {100 * prune.std():.2f} |" in md
+    assert f"| varc | 6 | prune[4:3] | 3 | {100 * prune.mean():.2f} ± {100 * prune.std():.2f} |" in md
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert figures and all((multi / f).is_file() for f in figures)
     # every figure has a one-line caption saying how to read it

@@ -66,7 +66,7 @@ def test_write_cell_round_trip(tmp_path):
     inf = [{"setting": "varc", "accuracy": 0.5, "images_per_second": 20.0, "token_forwards_per_image": 64,
             "seconds_per_image": 0.05},
            {"setting": "prune[4:3]", "accuracy": 0.45, "images_per_second": 40.0,
-            "token_forwards_per_image": 32, "seconds_per_image": 0.025}]
+            "token_forwards_per_image": 32, "seconds_per_image": 0.025, "classes": 4}]
     R = _write(tmp_path, "varc", 3, T=4, inference=inf)
     cell = results.cell_dir(tmp_path, "varc", 3)
     assert cell == tmp_path / "varc" / "seed3"
@@ -87,6 +87,7 @@ def test_write_cell_round_trip(tmp_path):
     assert row["average_incremental_accuracy"] == pytest.approx(M.average_incremental_accuracy(R))
     assert list(data.timings["train_exp"]) == [0, 1, 2, 3]
     assert list(data.inference["setting"]) == ["varc", "prune[4:3]"]
+    assert list(data.inference["classes"]) == [8, 4]  # a row without a count: every class of the stream
     assert data.configs[(data.runs[0], "varc", 3, "natural")]["stream"] == {"n_experiences": 4}
     assert set(data.accuracy.columns) == {"run", "order", "cell", *results.ACCURACY_COLUMNS}
     assert set(data.accuracy["cell"]) == {"3/natural"}
@@ -214,6 +215,9 @@ BROKEN = {
     "bad yaml": ("config.yaml", lambda p: p.write_text("a: [1, 2\n"), "YAML"),
     "bad inference": ("inference.csv", lambda p: p.write_text(
         "protocol,strategy,seed,setting,accuracy\nproto,ewc,0,varc,0.5\n"), "seconds_per_image"),
+    "inference zero classes": ("inference.csv", lambda p: p.write_text(
+        "protocol,strategy,seed,setting,accuracy,images_per_second,token_forwards_per_image,seconds_per_image,"
+        "classes\nproto,ewc,0,varc,0.5,,,,0\n"), "classes 0 is not a positive count"),
 }
 
 

@@ -10,6 +10,7 @@ import yaml
 from cil.cli import main
 from cil.config import TrainingConfig
 from cil.data import load_dataset
+from cil.errors import UserError
 from cil.streams import build_stream
 from cil.strategies import registry
 from cil.strategies.registry import StrategyContext
@@ -105,6 +106,43 @@ def test_remembered_likelihoods_equal_scoring_every_class_again(digits_stream, t
         assert scored == [classes if (k == 0 or trunk == "finetune") else new]
         scored.clear()
         assert torch.equal(clf.scores(images[10:30]), got[10:30]) and scored == []  # all remembered
+
+
+def test_the_report_against_the_first_classes_is_the_report_of_the_model_that_had_learnt_them(digits_stream):
+    """With the trunk frozen, the final model's report against its first four classes equals the
+    report the model made when it had learnt only those four: same accuracy, same token-forwards."""
+    ds, stream = digits_stream
+    strategy = make_strategy(ds, "avarc_plus", report_classes=[4], cca_epochs=1,
+                             prune=[[2, 2], ["full", 1]], smooth_samples=2, smooth_std=0.05)
+    clf, train = strategy.classifier, stream.benchmark.train_stream
+    images = torch.as_tensor(ds.x_test).float().div(255)[:, None]
+    labels = torch.as_tensor(ds.y_test).long()
+    for k in range(2):
+        strategy.train(train[k])
+    first = torch.isin(labels, torch.tensor(clf.var.classes))
+    early = clf.inference_report(images[first], labels[first])  # the four classes' images
+    strategy.train(train[2])
+    late = clf.inference_report(images, labels)
+    assert {r["classes"] for r in early} == {4} and [r["classes"] for r in late].count(4) == len(early)
+    assert {r["classes"] for r in late} == {4, 6}
+    for a, b in zip(early, [r for r in late if r["classes"] == 4]):
+        assert a["setting"] == b["setting"]
+        assert a["accuracy"] == b["accuracy"] and a["token_forwards_per_image"] == b["token_forwards_per_image"]
+    plain = {r["classes"]: r["token_forwards_per_image"] for r in late if r["setting"] == "varc"}
+    assert plain[6] == pytest.approx(plain[4] * 6 / 4)  # plain scoring: one pass per class
+
+
+def test_report_classes_are_checked(digits_stream, tmp_path, capsys):
+    ds, _ = digits_stream
+    with pytest.raises(UserError, match="report_classes: 10 is not below the dataset's 10 classes"):
+        make_strategy(ds, report_classes=[10])
+    proto = {"name": "bad", "dataset": "digits",
+             "strategies": {"varc": {"report_classes": [4], "trunk": "finetune"}}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(proto))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "report_classes needs trunk: frozen" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_finetune_trunk_moves_old_classes(digits_stream):
@@ -216,7 +254,7 @@ def test_the_pruning_sweep_times_the_reports_images_and_searches_on_others(digit
     ds, stream = digits_stream
     strategy = make_strategy(ds, report_limit=100)
     seen = []
-    monkeypatch.setattr(type(strategy.classifier), "_measure", lambda self, cfg, images, labels: seen.append(images) or
+    monkeypatch.setattr(type(strategy.classifier), "_measure", lambda self, cfg, images, labels, classes: seen.append(images) or
                         {"setting": cfg.name, "accuracy": 0.0, "images_per_second": 1.0})
     strategy.inference_report(stream.benchmark.test_stream)
     images, labels, source = sweep.test_set("split_digits", "digits")

@@ -175,7 +175,8 @@ def _base_strategy(data: RunData, run: str, strategy: str) -> str:
 
 
 def inference_table(data: RunData) -> "pd.DataFrame":
-    """Mean/sd over seeds of accuracy and cost per (run, strategy, inference setting)."""
+    """Mean/sd over seeds of accuracy and cost per (run, strategy, candidate classes, inference
+    setting); ``classes`` is the number of classes scored against (all learnt, or the first N)."""
     import pandas as pd
 
     inf = data.inference
@@ -186,7 +187,7 @@ def inference_table(data: RunData) -> "pd.DataFrame":
     # settings keep the order the runner evaluated them in
     inf["setting"] = pd.Categorical(inf["setting"], categories=list(dict.fromkeys(inf["setting"])),
                                     ordered=True)
-    table = _seed_stats(inf, ["run", "strategy", "setting"], values, data.runs)
+    table = _seed_stats(inf, ["run", "strategy", "classes", "setting"], values, data.runs)
     table["setting"] = table["setting"].astype(str)
     return table
 
@@ -318,7 +319,8 @@ def display_inference(table: "pd.DataFrame", *, show_run: bool | None = None) ->
     rows = []
     for _, r in table.iterrows():
         row = {"run": r["run"]} if show_run else {}
-        row.update({"strategy": r["strategy"], "setting": r["setting"], "cells": int(r["n"])})
+        row.update({"strategy": r["strategy"], "classes": int(r["classes"]), "setting": r["setting"],
+                    "cells": int(r["n"])})
         for v in ("accuracy", "seconds_per_image", "images_per_second", "token_forwards_per_image"):
             row[LABELS[v]] = mean_sd(v, r[f"{v}_mean"], r[f"{v}_sd"])
         rows.append(row)

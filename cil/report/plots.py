@@ -678,6 +678,8 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
         raise UserError("no inference.csv with seconds_per_image in these runs; nothing to draw")
     styles = _styles(data, styles)
     table = agg.inference_table(data)
+    # against every class learnt (the rows against the first N classes are for the table)
+    table = table[table["classes"] == table.groupby(["run", "strategy"])["classes"].transform("max")]
     table = table[np.isfinite(table["seconds_per_image_mean"])].copy()
     for c in ("accuracy_mean", "accuracy_sd"):
         table[c] = table[c] * PCT

@@ -485,7 +485,9 @@ def build_blocks(data: RunData, figures: list[Path], *, command: str,
     if not inf.empty:
         blocks += [Block("h2", "Inference settings"),
                    Block("p", "Final model evaluated on the test stream under each inference setting "
-                              "(from `inference.csv`), mean ± sd over cells; accuracy in %."),
+                              "(from `inference.csv`), mean ± sd over cells; accuracy in %. `classes`: "
+                              "the candidate classes scored against, every class learnt or (with "
+                              "`report_classes`) the first ones learnt, on those classes' images."),
                    Block("table", table=agg.display_inference(inf, show_run=many))]
     if figures:
         blocks.append(Block("h2", "Figures"))

@@ -79,6 +79,10 @@ def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int
                             f"{', '.join(available_datasets())}")
     reports = [check_keys(extra, _REPORT_KEYS, f"{where}.report_settings[{i}]")
                for i, extra in enumerate(params["report_settings"])]
+    if params["report_classes"] and params["trunk"] != "frozen":
+        raise UserError(f"{where}.report_classes needs trunk: frozen (with a fine-tuned trunk the final "
+                        "model against its first classes is not the model that had learnt only them); "
+                        "remove report_classes or set trunk: frozen")
     if image_shape is None:
         return
     try:
@@ -173,6 +177,10 @@ class VARClassifier(ScoreClassifier):
         self.scoring = _scoring(s["prune"], s["smooth_samples"], s["smooth_std"], f"strategies.{name}",
                                 self.var.num_scales)
         self.report_scorings = self._report_scorings(name, self.var.num_scales, self.scoring)
+        too_many = [n for n in s["report_classes"] if n >= n_classes]
+        if too_many:
+            raise UserError(f"strategies.{name}.report_classes: {too_many[0]} is not below the dataset's "
+                            f"{n_classes} classes (the report against every class is always made)")
         self.counts: dict[int, int] = {}
         self.exp_index = 0
         self.memo = LikelihoodMemo(n_classes)
@@ -295,25 +303,41 @@ class VARClassifier(ScoreClassifier):
     # -- cost of each inference setting on the final model ------------------------------------------
     def inference_report(self, images, labels) -> list[dict]:
         """Accuracy, images/s and token-forwards per image of every inference setting, on a fixed
-        random subset (``report_limit``) of the test images (all of them, stream order)."""
+        random subset (``report_limit``) of the test images (all of them, stream order): against
+        every class learnt, and against the first N learnt for each N of ``report_classes``, on
+        those classes' images. With the trunk frozen, old classes' parameters never change, so the
+        final model restricted to the first N classes scores exactly as the model did when it had
+        learnt only them: how the cost of scoring grows as classes arrive, from one model."""
+        import torch
+
         keep = report_subset(len(labels), self.settings["report_limit"])
         images, labels = images[keep], labels[keep]
-        rows, seen = [], set()
-        for cfg in self.report_scorings:
-            if cfg.name in seen:
-                continue
-            seen.add(cfg.name)
-            rows.append(self._measure(cfg, images, labels))
-            self._log(f"inference {rows[-1]['setting']}: accuracy {rows[-1]['accuracy']:.4f}, "
-                      f"{rows[-1]['images_per_second']:.1f} images/s")
+        learnt = list(self.counts)  # in the order the classes were learnt
+        counts = [n for n in self.settings["report_classes"] if n < len(learnt)] + [len(learnt)]
+        rows = []
+        for n in counts:
+            if n < len(learnt):
+                classes = sorted(learnt[:n])
+                mask = torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
+            else:  # every class learnt, on every image
+                classes, mask = self.var.classes, torch.ones_like(labels, dtype=torch.bool)
+            seen = set()
+            for cfg in self.report_scorings:
+                if cfg.name in seen:
+                    continue
+                seen.add(cfg.name)
+                rows.append(self._measure(cfg, images[mask], labels[mask], classes))
+                self._log(f"inference {rows[-1]['setting']} against {n} classes: accuracy "
+                          f"{rows[-1]['accuracy']:.4f}, {rows[-1]['images_per_second']:.1f} images/s")
         return rows
 
-    def _measure(self, cfg, images, labels) -> dict:
+    def _measure(self, cfg, images, labels, classes: list[int]) -> dict:
+        """One inference setting against ``classes`` on these images: accuracy and cost."""
         import torch
 
         from varc.classifier import score
 
-        var, classes = self.var, self.var.classes
+        var = self.var
         prior = self.log_prior_C(classes)
         correct, forwards = 0, 0
         t0 = time.perf_counter()
@@ -325,8 +349,9 @@ class VARClassifier(ScoreClassifier):
             forwards += res.token_forwards
         sec = time.perf_counter() - t0
         n = len(labels)
-        return {"setting": cfg.name, "accuracy": correct / n, "images_per_second": n / sec,
-                "token_forwards_per_image": forwards / n, "seconds_per_image": sec / n}
+        return {"setting": cfg.name, "classes": len(classes), "accuracy": correct / n,
+                "images_per_second": n / sec, "token_forwards_per_image": forwards / n,
+                "seconds_per_image": sec / n}
 
 
 def build_varc(
@@ -354,6 +379,7 @@ def build_varc(
     cca_lambda: NonNegativeFloat = 1.0,
     report_settings: list = [],  # extra inference settings to time on the final model
     report_limit: PositiveInt | None = None,  # inference report on a fixed random N of the test images
+    report_classes: list[PositiveInt] = [],  # also report against the first N classes learnt, for each N (frozen trunk)
 ) -> VARClassifier:
     """VARC: a VAR model as generative classifier, argmax_y log p(x|y) + log p(y) (Chen, Inouye, Gao 2025)."""
     settings = {k: v for k, v in locals().items() if k != "ctx"}
