@@ -307,13 +307,19 @@ def motion_blur(images: np.ndarray, severity: int, rng: np.random.Generator) -> 
     return _done(out.transpose(0, 3, 1, 2))
 
 
+def _signed_angles(images: np.ndarray, severity: int, rng: np.random.Generator, name: str):
+    """:func:`_setup` with the severity's angle given a random sign per image (None at severity
+    0; the signs are drawn either way, so the generator moves on alike)."""
+    x, a = _setup(images, severity, name)
+    sign = _random_signs(rng, len(x))
+    return x, (None if a is None else a * sign)
+
+
 def shear(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Affine shear about the centre (skimage's 2019 shear matrix), random direction."""
-    x, a = _setup(images, severity, "shear")
-    sign = _random_signs(rng, len(x))
+    x, a = _signed_angles(images, severity, rng, "shear")
     if a is None:
         return x
-    a = a * sign
     zero = np.zeros_like(a)
     # (x, y) map [[1, -sin a], [0, cos a]] written for (row, col) = (y, x)
     mats = np.stack([np.stack([np.cos(a), zero], -1), np.stack([-np.sin(a), np.ones_like(a)], -1)], 1)
@@ -330,11 +336,9 @@ def scale(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
 
 def rotate(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Rotate about the centre by a fixed angle, random direction."""
-    x, a = _setup(images, severity, "rotate")
-    sign = _random_signs(rng, len(x))
+    x, a = _signed_angles(images, severity, rng, "rotate")
     if a is None:
         return x
-    a = a * sign
     cos, sin = np.cos(a), np.sin(a)
     mats = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], 1)
     return _done(_affine(x, mats))
