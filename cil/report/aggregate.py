@@ -219,7 +219,7 @@ def _decimals(name: str, shown: float) -> int:
         return 0
     if not math.isfinite(shown) or shown == 0:
         return 2
-    return int(min(3, max(0, 2 - math.floor(math.log10(abs(shown))))))
+    return int(min(4, max(0, 2 - math.floor(math.log10(abs(shown))))))  # two significant figures
 
 
 def shown(name: str, value: float) -> float:

@@ -113,9 +113,9 @@ def strategy_style(name: str) -> Style:
     Shipped strategies have fixed styles (:data:`KNOWN_STYLES`); a variant of one
     (``<base>_<suffix>``, e.g. ``replay_500``) takes a shade of its base's colour; any other name
     hashes (crc32, stable across processes and machines) to a colour of the palette, a line
-    style and a marker. The style depends on the name only, never on which other strategies are
-    drawn, so two unrelated names may share a colour (then line style, marker or hatch differ
-    with high probability).
+    style and a marker. The style depends on the name only (:func:`strategy_styles`, which
+    styles the strategies of one figure, may change a hashed name's line style and marker, never
+    its colour, so that no two keys in the figure are equal).
     """
     if name in KNOWN_STYLES:
         color, ls, marker = KNOWN_STYLES[name]
@@ -135,9 +135,31 @@ def strategy_style(name: str) -> Style:
     return Style(color, ls, HATCHES[ls], marker)
 
 
+def _hashed(name: str) -> bool:
+    """True when ``name``'s style comes from its hash (neither shipped nor a shipped variant)."""
+    return name not in KNOWN_STYLES and agg.variant_of(name) not in KNOWN_STYLES
+
+
 def strategy_styles(names: Iterable[str]) -> dict[str, Style]:
-    """:func:`strategy_style` of each name (a name's style never depends on the others)."""
-    return {n: strategy_style(str(n)) for n in agg.strategy_order(names)}
+    """:func:`strategy_style` of each name, with one exception: a hashed name (an ablation's
+    rows, a plugin's strategies) whose colour, line style and marker all equal those of another
+    name drawn with it takes, in alphabetical order, the next line style and marker nobody in the
+    figure has. Colours never move, so a name keeps its colour in every run; its key (colour,
+    line style, marker, as in the legends and beside the panel titles) is never shared."""
+    order = agg.strategy_order(str(n) for n in names)
+    styles = {n: strategy_style(n) for n in order}
+    looks = {(st.color, st.linestyle, st.marker) for n, st in styles.items() if not _hashed(n)}
+    for name in sorted(n for n in order if _hashed(n)):
+        st = styles[name]
+        l0, m0 = LINESTYLES.index(st.linestyle), MARKERS.index(st.marker)
+        for k in range(1, 3 * len(MARKERS)):
+            if (st.color, st.linestyle, st.marker) not in looks:
+                break
+            ls = LINESTYLES[(l0 + k) % 3]
+            st = Style(st.color, ls, HATCHES[ls], MARKERS[(m0 + k // 3) % len(MARKERS)])
+        styles[name] = st
+        looks.add((st.color, st.linestyle, st.marker))
+    return styles
 
 
 # ---------------------------------------------------------------- helpers
@@ -196,7 +218,7 @@ def _grid(n: int, max_cols: int = 4, names: Sequence[str] = ()) -> tuple[int, in
 
 def _fit(name: str, cols: int) -> str:
     """Shorten a panel title with a middle ellipsis when it would overrun its panel."""
-    room = max(12, int(PAGE_WIDTH_IN / cols * 11) - 2)
+    room = max(12, int(PAGE_WIDTH_IN / cols * 11) - 5)  # the key after the name takes three
     if len(name) <= room:
         return name
     head = (room - 1) // 2
@@ -245,11 +267,18 @@ def _hide_unused(axes, used: int) -> None:
 
 
 def _panel_title(ax, name: str, style: Style, cols: int) -> None:
-    """Strategy name over a panel, after a square in the strategy's colour (its key elsewhere);
-    both sit above the axes, apart from the data."""
-    title = ax.set_title(_fit(name, cols), loc="left", fontsize=8.5, pad=4, x=0.07)
-    ax.annotate("■", xy=(0, 0.5), xycoords=title, xytext=(-2.5, 0), textcoords="offset points",
-                ha="right", va="center", color=style.color, fontsize=9, annotation_clip=False)
+    """Strategy name over a panel, followed by the strategy's key as in the line figures'
+    legends (colour, line style and marker, so strategies that share a hue stay apart); both sit
+    above the axes, apart from the data."""
+    from matplotlib.offsetbox import AnnotationBbox, DrawingArea
+
+    title = ax.set_title(_fit(name, cols), loc="left", fontsize=8.5, pad=4)
+    key = DrawingArea(16, 6)
+    key.add_artist(Line2D([0, 16], [3, 3], color=style.color, linestyle=style.linestyle, linewidth=1.4))
+    key.add_artist(Line2D([8], [3], marker=style.marker, color=style.color, markeredgecolor="black",
+                          markeredgewidth=0.4, markersize=4.5))
+    ax.add_artist(AnnotationBbox(key, xy=(1, 0.5), xycoords=title, xybox=(4, 0), boxcoords="offset points",
+                                 box_alignment=(0, 0.5), frameon=False, pad=0, annotation_clip=False))
 
 
 def _bottom_labels(axes, used: int, cols: int, xlabel: str, ylabel: str) -> None:
@@ -499,9 +528,9 @@ def plot_accuracy_matrices(data: RunData, path: Path | None = None, *, run: str 
     for k in range(len(strategies)):
         if k + cols >= len(strategies):
             axes[k].set_xlabel("tested on experience j")
-    if cols == 1:
+    if cols == 1:  # a short panel: the label on two lines stays beside it
         for ax in axes[: len(strategies)]:
-            ax.set_ylabel("after training experience i")
+            ax.set_ylabel("after training\nexperience i")
     else:
         fig.supylabel("after training experience i", fontsize=8.5)
     summary = data.summary[data.summary["run"] == run]
@@ -581,7 +610,7 @@ def plot_final_accuracy_forgetting(data: RunData, path: Path | None = None, *,
     head = "Where each strategy ends" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     n_min, n_max, _o = _cells(data.summary)
     note = ("bars: mean; whiskers: ± sd; dots: " + ("cells" if _o else "seeds")) if n_max > 1 \
-        else "one seed, no spread shown"
+        else "1 seed, no spread shown"
     _suptitle(fig, head, note)
     if path is not None:
         save_figure(fig, path)
@@ -618,9 +647,9 @@ def plot_cost(data: RunData, path: Path | None = None, *,
         relative = agg.memory_above_baseline(data)
         if relative is not None:
             summary, baselines = relative
-            values.append(("peak_memory_mb", "memory above baseline (MB)", 1.0))
+            values.append(("peak_memory_mb", "memory above\nbaseline (MB)", 1.0))
         else:
-            values.append(("peak_memory_mb", "peak memory of the process (MB)", 1.0))
+            values.append(("peak_memory_mb", "peak memory of\nthe process (MB)", 1.0))
     table = agg.summary_stats(summary, runs)
     n_strat = [table[table["run"] == r]["strategy"].nunique() for r in runs]
     fig = _new_figure(PAGE_WIDTH_IN, 0.8 + sum(0.55 + 0.24 * n for n in n_strat))
@@ -636,7 +665,7 @@ def plot_cost(data: RunData, path: Path | None = None, *,
             seeds = summary[summary["run"] == run]
             strategies = agg.strategy_order(t["strategy"])
             _hbars(ax, t, value, strategies, styles, seeds,
-                   xlabel=label.replace("(min)", "(min, log scale)") if log else label, factor=factor,
+                   xlabel=label + ("\n(log scale)" if log else ""), factor=factor,
                    labels=_short_number)
             if log:
                 _log_axis(ax, v)
@@ -656,7 +685,7 @@ def plot_cost(data: RunData, path: Path | None = None, *,
             row[0].set_title(_title_run(data, run), loc="left")
     head = "Cost over the whole stream" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     n_min, n_max, _o = _cells(data.summary)
-    note = ("bars: mean; whiskers: ± sd; dots: " + ("cells" if _o else "seeds")) if n_max > 1 else "one seed"
+    note = ("bars: mean; whiskers: ± sd; dots: " + ("cells" if _o else "seeds")) if n_max > 1 else "1 seed, no spread shown"
     _suptitle(fig, head, note)
     if path is not None:
         save_figure(fig, path)
@@ -691,6 +720,11 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
     one_setting = len(settings) == 1
     runs = [r for r in data.runs if (table["run"] == r).any()]
     many_runs = len(data.runs) > 1
+    ms = table["seconds_per_image_mean"].to_numpy(dtype=float)
+    sd = np.nan_to_num(table["seconds_per_image_sd"].to_numpy(dtype=float))
+    # x limits: every marker and every whisker's upper end; a whisker reaching below the
+    # left edge (sd over the mean, e.g. one cell timed on a busy machine) stops at it
+    x_lo, x_hi = np.nanmin(ms) / 1.25, np.nanmax(ms + sd) * 1.1
     fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 6.2, 3.5)
     axes = fig.subplots(1, len(runs), sharey=True, sharex=True, squeeze=False).ravel()
     for ax, run in zip(axes, runs):
@@ -700,7 +734,8 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
             ax.plot(g["seconds_per_image_mean"], g["accuracy_mean"], color=st.color, alpha=0.6,
                     linewidth=0.9, linestyle=st.linestyle, zorder=1)
             for _, r in g.iterrows():
-                xerr = r["seconds_per_image_sd"] if np.isfinite(r["seconds_per_image_sd"]) else None
+                m, e = r["seconds_per_image_mean"], r["seconds_per_image_sd"]
+                xerr = [[min(e, m - x_lo)], [e]] if np.isfinite(e) else None
                 yerr = r["accuracy_sd"] if np.isfinite(r["accuracy_sd"]) else None
                 if xerr is not None or yerr is not None:
                     ax.errorbar(r["seconds_per_image_mean"], r["accuracy_mean"], xerr=xerr, yerr=yerr,
@@ -713,15 +748,19 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
             ax.set_xlabel("milliseconds per test image (log scale)")
         if many_runs:
             ax.set_title(_title_run(data, run), loc="left")
-    ms = table["seconds_per_image_mean"].to_numpy(dtype=float)
-    axes[0].set_xlim(np.nanmin(ms) / 1.25, np.nanmax(ms) * 1.25)  # shared: every marker whole
+    axes[0].set_xlim(x_lo, x_hi)  # shared: every marker whole
     if many_runs:
         fig.supxlabel("milliseconds per test image (log scale)", fontsize=8.5)
+    acc = table["accuracy_mean"].to_numpy(dtype=float)
+    acc_sd = np.nan_to_num(table["accuracy_sd"].to_numpy(dtype=float))
+    if np.nanmax(acc + acc_sd) - np.nanmin(acc - acc_sd) < 1.0:  # one point, or all within a point
+        mid = (np.nanmax(acc + acc_sd) + np.nanmin(acc - acc_sd)) / 2
+        axes[0].set_ylim(mid - 1.0, mid + 1.0)
     ticks = axes[0].get_yticks()
     step = float(np.diff(ticks).min()) if len(ticks) > 1 else 1.0
     lo = math.floor(axes[0].get_ylim()[0] / step) * step
     axes[0].set_ylim(lo, min(axes[0].get_ylim()[1], PCT + 0.5))  # never above 100%
-    axes[0].set_ylabel(_zoom_label("final accuracy on all classes (%)", float(f"{lo:.3g}")))
+    axes[0].set_ylabel(_zoom_label("accuracy on the timed test images (%)", float(f"{lo:.3g}")))
     _mark_zoom(axes[0], lo)
     strategies = agg.strategy_order(table["strategy"].unique())
     if one_setting:
@@ -750,7 +789,8 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
     if not many_runs:
         title += f": {_title_run(data, runs[0])}"
     n = data.inference.groupby(["run", "strategy", "setting"])["cell"].nunique()
-    note = "1 seed, no spread shown" if n.max() <= 1 else f"mean ± sd over {n.min()}-{n.max()} cells"
+    cells = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
+    note = "1 seed, no spread shown" if n.max() <= 1 else f"mean ± sd over {cells} cells"
     _suptitle(fig, title, note)
     if path is not None:
         save_figure(fig, path)

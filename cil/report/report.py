@@ -49,7 +49,7 @@ FIGURE_TEXT = {
         "Final accuracy and forgetting",
         "Left: accuracy (%) on all classes after the last experience (higher is better); right: "
         "average forgetting in points, each experience's drop from its best to its final accuracy "
-        "(lower is better); whiskers ± sd, dots single cells."),
+        "(lower is better); where a strategy has several cells, whiskers ± sd and dots the single cells."),
     "cost": (
         "Cost",
         "Training and evaluation time over the whole stream in minutes (log scale when they span more "
@@ -57,8 +57,10 @@ FIGURE_TEXT = {
         "baseline named over the panel when there are strategies to compare."),
     "inference_tradeoff": (
         "Accuracy against inference cost",
-        "Each marker is one inference setting of a generative classifier: final accuracy (%) against "
-        "milliseconds per test image (log scale); up and to the left is better."),
+        "Each marker is one inference setting of a generative classifier's final model: accuracy (%) "
+        "on the timed test images (the whole test stream, or the strategy's `report_limit` fixed ones) "
+        "against milliseconds per image (log scale), scored against every class learnt; up and to the "
+        "left is better."),
     "robustness_severity": (
         "Accuracy under corruption",
         "The final models' accuracy (%) on a fixed class-balanced test subset, clean (severity 0) and "
@@ -484,8 +486,10 @@ def build_blocks(data: RunData, figures: list[Path], *, command: str,
     inf = agg.inference_table(data)
     if not inf.empty:
         blocks += [Block("h2", "Inference settings"),
-                   Block("p", "Final model evaluated on the test stream under each inference setting "
-                              "(from `inference.csv`), mean ± sd over cells; accuracy in %. `classes`: "
+                   Block("p", "Final model evaluated under each inference setting on the timed test "
+                              "images (the whole test stream, or the strategy's `report_limit` fixed "
+                              "ones, so accuracy can differ from the summary's) (from `inference.csv`), "
+                              "mean ± sd over cells; accuracy in %. `classes`: "
                               "the candidate classes scored against, every class learnt or (with "
                               "`report_classes`) the first ones learnt, on those classes' images."),
                    Block("table", table=agg.display_inference(inf, show_run=many))]
