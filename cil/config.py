@@ -250,7 +250,7 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
         _training_errors(t_cfg, where)
         unknown = [k for k in settings if k not in spec.params]
         if unknown:
-            allowed = ", ".join(list(spec.params) + list(ENTRY_KEYS) + list(TRAINING_OVERRIDES))
+            allowed = ", ".join(list(spec.params) + list(ENTRY_KEYS) + list(spec.uses_training))
             raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
         params = registry.validate_params(builder, settings, where=where)
         entries.append(StrategyEntry(name=str(name), strategy=builder, params=params, training=t_cfg,

@@ -240,8 +240,10 @@ class _Writer:
 
     def raise_failures(self, n_cells: int) -> None:
         if self.failures:
-            raise GridFailure(f"{len(self.failures)} of {n_cells} cells failed: {'; '.join(self.failures)}; "
-                              "the other cells' results are written (rerun to retry the failed ones)")
+            rest = ("no cell finished" if len(self.failures) == n_cells
+                    else "the other cells' results are written")
+            raise GridFailure(f"{len(self.failures)} of {n_cells} cell{'s' if n_cells > 1 else ''} failed: "
+                              f"{'; '.join(self.failures)}; {rest} (rerun to retry the failed ones)")
 
 
 def submission_order(todo: list[Cell]) -> list[Cell]:

@@ -155,10 +155,15 @@ def experience_accuracies(results: dict, n_experiences: int, *, name: str = "the
 
 
 def _make_plugins(*, task_incremental: bool) -> list:
-    """Plugins every strategy gets (they act on evaluation)."""
+    """Plugins every strategy gets (they act on evaluation). The first does nothing: it is always
+    there, so a template that drops ``ctx.plugins`` is refused in every protocol, not only in a
+    task-incremental one where dropping the mask would silently report the wrong accuracy."""
     from avalanche.core import SupervisedPlugin
 
-    plugins: list = []
+    class RunnerPlugins(SupervisedPlugin):
+        """Marks the runner's plugins as applied (no effect on training or evaluation)."""
+
+    plugins: list = [RunnerPlugins()]
 
     if task_incremental:
         class TaskMask(SupervisedPlugin):

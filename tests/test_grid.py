@@ -175,7 +175,12 @@ def test_a_cell_that_raises_is_named_and_the_others_are_written(tmp_path, local_
     # the serial path reports the same way
     capsys.readouterr()
     assert main(["run", str(proto), "--out", str(tmp_path / "serial"), "--quiet"]) == 2
-    assert "error: 1 of 3 cells failed: varc seed 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: 1 of 3 cells failed: varc seed 0" in err
+    # the failed cell's folder is named in one warning line, not as a Python warning with its source
+    assert [ln for ln in err.splitlines() if "left out of the summary" in ln] == \
+        [f"warning: {tmp_path / 'serial' / 'varc' / 'seed0'}: incomplete cell (no metrics.json); left out of the summary"]
+    assert "IncompleteCellWarning" not in err
 
 
 def test_a_worker_killed_in_the_middle_of_a_cell_is_retried_with_the_same_result(tmp_path, local_ray):

@@ -293,6 +293,26 @@ def test_doc_examples_snippet_of_cil_testing_runs(fresh_registry):
     scope: dict = {}
     exec(compile(code, "docs/adding_a_strategy.md", "exec"), scope)
     assert len(scope["R"]) == 3 and scope["ctx"].train_epochs == 1 and scope["stream"].n_experiences == 3
+    # what the text after the snippet says of the helpers
+    ctx = scope["ctx"]
+    assert ctx.n_classes == 6 and ctx.image_shape == (1, 8, 8)
+    assert isinstance(scope["R"], list) and all(isinstance(a, float) for row in scope["R"] for a in row)
+    assert len(scope["stream"].benchmark.train_stream) == 3 and len(scope["stream"].benchmark.test_stream) == 3
+
+
+def test_the_docs_minimal_protocol_loads_and_lists_only_the_keys_a_strategy_uses(fresh_registry):
+    import yaml
+
+    from cil.config import protocol_from_dict
+
+    fresh_registry.available()
+    _doc_example_module("ncm_cosine")
+    text = (ROOT / "docs" / "adding_a_strategy.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "try_ncm_cosine" in b)
+    protocol = protocol_from_dict(yaml.safe_load(block))
+    assert [e.name for e in protocol.strategies] == ["naive", "ncm_cosine"] and protocol.dataset == "digits"
+    with pytest.raises(UserError, match=r"allowed keys: scale, strategy, resources, eval_mb_size$"):
+        protocol_from_dict({"name": "doc", "strategies": {"ncm_cosine": {"sclae": 16}}})
 
 
 def test_training_keys_a_strategy_does_not_use_are_rejected():
@@ -306,6 +326,13 @@ def test_training_keys_a_strategy_does_not_use_are_rejected():
     # what it uses is fine, and the shared training section is not an entry's override
     protocol_from_dict({"name": "p", "training": {"lr": 0.1}, "strategies": {"x": {"strategy": "ncm",
                                                                                      "eval_mb_size": 64}}})
+
+
+def test_a_key_without_a_type_hint_is_refused_at_registration(fresh_registry):
+    with pytest.raises(ValueError, match="parameter 'k' needs a type hint"):
+        @fresh_registry.register("no_hint")
+        def build_no_hint(ctx: StrategyContext, *, k=3) -> object:
+            """A key the YAML could set to anything (Nobody 2026)."""
 
 
 def test_the_runner_names_what_a_strategy_returned_instead(fresh_registry, small_digits):
@@ -323,10 +350,28 @@ def test_the_runner_names_what_a_strategy_returned_instead(fresh_registry, small
         return Naive(model=model, optimizer=ctx.make_optimizer(model), criterion=torch.nn.CrossEntropyLoss(),
                      evaluator=ctx.evaluator)
 
+    from cil.strategies.base import ScoreClassifier
+
+    class ThreeScores(ScoreClassifier):
+        def update(self, images, labels):
+            pass
+
+        def scores(self, images):
+            return torch.zeros(len(images), 3)
+
+    @fresh_registry.register("three_scores", uses_training=("eval_mb_size",))
+    def build_three_scores(ctx: StrategyContext) -> object:
+        """Scores three classes of six (Nobody 2026)."""
+        return ThreeScores()
+
+    with pytest.raises(UserError, match=r"ThreeScores.scores returned shape \[\d+, 3\] for \d+ images; "
+                                        r"expected a tensor \[\d+, 6\]"):
+        testing.train_and_evaluate("three_scores")
     with pytest.raises(UserError, match="the builder returned Backbone; expected an Avalanche strategy"):
         fresh_registry.build("returns_a_model", _context(small_digits))
-    with pytest.raises(UserError, match="does not apply the runner's plugins"):
-        testing.train_and_evaluate("drops_the_plugins", task_incremental=True)
+    for task_incremental in (True, False):  # refused in every protocol, not only where it would show
+        with pytest.raises(UserError, match="does not apply the runner's plugins"):
+            testing.train_and_evaluate("drops_the_plugins", task_incremental=task_incremental)
 
 
 def test_doc_example_strategy_runs(fresh_registry, small_digits):

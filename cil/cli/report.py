@@ -17,23 +17,25 @@ from cil.errors import UserError
 
 
 @contextlib.contextmanager
-def _warnings_as_lines() -> Iterator[None]:
-    """Print reader warnings (incomplete cells) as ``warning: ...`` lines on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            from cil.results import IncompleteCellWarning
+def warnings_as_lines() -> Iterator[None]:
+    """Print incomplete-cell warnings (a reader or ``write_summary`` skipping a cell) as one
+    ``warning: ...`` line each on stderr, at once and once per message; other warnings as usual."""
+    from cil.results import IncompleteCellWarning
 
-            seen = set()
-            for w in caught:
-                if issubclass(w.category, IncompleteCellWarning):
-                    if str(w.message) not in seen:  # a folder read twice warns once
-                        seen.add(str(w.message))
-                        print(f"warning: {w.message}", file=sys.stderr)
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    seen: set[str] = set()
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
+        warnings.simplefilter("always", IncompleteCellWarning)
+        show = warnings.showwarning
+
+        def line(message, category, filename, lineno, file=None, text=None):
+            if not issubclass(category, IncompleteCellWarning):
+                show(message, category, filename, lineno, file, text)
+            elif str(message) not in seen:  # a folder read twice warns once
+                seen.add(str(message))
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+
+        warnings.showwarning = line
+        yield
 
 
 def _warn_mixed(data) -> None:
@@ -56,10 +58,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out = runs[0] / "figures"
     else:
         raise UserError("several run folders: say where the figures go with --out FIG_DIR")
-    with _warnings_as_lines():
+    with warnings_as_lines():
         data = read_runs(runs)
     _warn_mixed(data)
-    with _warnings_as_lines():
+    with warnings_as_lines():
         paths = draw_all(data, out, fmt=args.format)
     for p in paths:
         print(p)
@@ -73,7 +75,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     runs = [Path(p) for p in args.run_dirs]
     if len(runs) > 1 and not args.out:
         raise UserError("several run folders make one comparison report: say where it goes with --out DIR")
-    with _warnings_as_lines():
+    with warnings_as_lines():
         _warn_mixed(read_runs(runs))
         md = write_report(runs, out_dir=Path(args.out) if args.out else None, figures=not args.no_figures)
     print(md)
@@ -96,7 +98,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
     from cil.report import aggregate as agg
     from cil.results import COST_NAMES, METRIC_NAMES, read_runs
 
-    with _warnings_as_lines():
+    with warnings_as_lines():
         data = read_runs([Path(p) for p in args.run_dirs])
     _warn_mixed(data)
     many = len(data.runs) > 1

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cil.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -122,13 +124,19 @@ def _classes():
         a submodule: it keeps its own device and state, and Avalanche's ``to`` / ``train`` /
         ``eval`` have nothing to act on."""
 
-        def __init__(self, classifier: ScoreClassifier) -> None:
+        def __init__(self, classifier: ScoreClassifier, n_classes: int) -> None:
             super().__init__()
-            self.classifier = classifier
+            self.classifier, self.n_classes = classifier, n_classes
 
         def forward(self, x):
             with torch.no_grad():
-                return self.classifier.scores(x)
+                out = self.classifier.scores(x)
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), self.n_classes):
+                got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+                raise UserError(f"{type(self.classifier).__name__}.scores returned {got} for {len(x)} images; "
+                                f"expected a tensor [{len(x)}, {self.n_classes}]: one score per class of the "
+                                "dataset, -inf for classes not seen yet")
+            return out
 
     class ScoreStrategy(Template):
         """Avalanche's experience and evaluation bookkeeping around a ScoreClassifier; no SGD
@@ -137,7 +145,7 @@ def _classes():
         def __init__(self, *, ctx: "StrategyContext", classifier: ScoreClassifier, label: str) -> None:
             self.ctx, self.classifier, self.label = ctx, classifier, label
             dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)  # training is update()'s
-            super().__init__(model=ScoreModule(classifier), optimizer=dummy, criterion=_score_loss,
+            super().__init__(model=ScoreModule(classifier, ctx.n_classes), optimizer=dummy, criterion=_score_loss,
                              train_mb_size=ctx.train_mb_size, train_epochs=1, eval_mb_size=ctx.eval_mb_size,
                              device=ctx.device, plugins=list(ctx.plugins) or None,  # no SGD epochs to watch
                              evaluator=ctx.evaluator)

@@ -166,7 +166,11 @@ def register(name: str, *, help: str = "", check: Check | None = None,
             if p.kind is inspect.Parameter.KEYWORD_ONLY:
                 if p.default is inspect.Parameter.empty:
                     raise ValueError(f"strategy {name!r}: parameter {p.name!r} needs a default")
-                params[p.name] = Param(p.name, hints.get(p.name, Any), p.default)
+                if p.name not in hints:
+                    raise ValueError(f"strategy {name!r}: parameter {p.name!r} needs a type hint (e.g. int, "
+                                     "float, str, list[int]; cil.typecheck.PositiveInt for bounds): the YAML "
+                                     "value is checked against it")
+                params[p.name] = Param(p.name, hints[p.name], p.default)
         doc = help or (inspect.getdoc(builder) or "").split("\n")[0]
         _REGISTRY[name] = StrategySpec(name, builder, doc, params, builder.__module__, check, tuple(uses_training),
                                        float(cost))
