@@ -108,7 +108,7 @@ def test_forgetting_curves(multi, single, tmp_path):
     assert _is_png(tmp_path / "f.png")
     axes = _visible(fig)
     assert [ax.get_title(loc="left") for ax in axes] == STRATEGIES
-    assert "after training experience i" in {ax.get_xlabel() for ax in axes}
+    assert "after training exp. i" in {ax.get_xlabel() for ax in axes}
     assert axes[0].get_ylabel().startswith("accuracy on exp. j (%)")
     assert _legend_texts(fig) == [f"exp {j}" for j in range(T)]
     # one line per experience, starting at the experience's own training step
@@ -295,10 +295,12 @@ def test_titles_and_legends_lie_inside_the_figure(tmp_path, strategies):
             box = artist.get_window_extent()
             assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, \
                 (fig._suptitle.get_text(), artist)
-        # axis labels of neighbouring panels never run into each other
         if fig is figures[-1] and strategies == ABLATION:
             _whiskers_within_the_axis(_visible(fig)[0])
+        # axis labels lie inside the figure, and those of neighbouring panels never run into each other
         labels = [(ax.get_xlabel(), ax.xaxis.label.get_window_extent()) for ax in _visible(fig) if ax.get_xlabel()]
+        for text, box in labels:
+            assert page.x0 <= box.x0 and box.x1 <= page.x1, (fig._suptitle.get_text(), text)
         for (ta, a), (tb, b) in itertools.combinations(labels, 2):
             assert not a.overlaps(b), (fig._suptitle.get_text(), ta, tb)
 

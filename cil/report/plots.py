@@ -403,7 +403,7 @@ def plot_forgetting_curves(data: RunData, path: Path | None = None, *, run: str 
         ax.set_xlim(-0.3, T - 0.7)
         _int_ticks(ax, T)
     _hide_unused(axes, len(strategies))
-    _bottom_labels(axes, len(strategies), cols, "after training experience i",
+    _bottom_labels(axes, len(strategies), cols, "after training exp. i",
                    _zoom_label("accuracy on exp. j (%)", lo))
     for k in range(0, len(strategies), cols):
         _mark_zoom(axes[k], lo)
