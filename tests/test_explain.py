@@ -341,6 +341,14 @@ def test_cli_explain_writes_grid_and_faithfulness_table(tmp_path) -> None:
 
     again = list(csv.DictReader((out2 / "faithfulness.csv").open()))
     assert again and auc_columns(again) == auc_columns(rows)
+    # the curves figure drawn again from its CSVs (curves rounded to 6 decimals) is the one the run drew
+    import matplotlib.image
+
+    from cil.explain.experiment import redraw_curves
+
+    drawn = matplotlib.image.imread(out / "faithfulness_curves.png")
+    again_png = matplotlib.image.imread(redraw_curves(out))
+    assert drawn.shape == again_png.shape and abs(drawn - again_png).mean() < 1e-3
 
 
 def test_cli_explain_reports_bad_input(tmp_path, capsys) -> None:

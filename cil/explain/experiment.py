@@ -137,28 +137,51 @@ def render_grid(path: Path, images_BHW, tmi_BHW, contrast_BHW, titles: list[tupl
 
 
 def render_curves(path: Path, curves: dict[tuple[str, str, str], "object"], methods: list[str], judge: str) -> None:
-    """Mean insertion and deletion curves of every method, as judged by ``judge``."""
+    """Mean insertion and deletion curves of every method, as judged by ``judge``: the two panels
+    side by side, one legend beside them (each method with both AUCs), the image count above."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 3.6))
-    for j, kind in enumerate(("insertion", "deletion")):
-        ax = fig.add_subplot(1, 2, j + 1)
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    lines, labels, n_images = {}, {}, 0
+    for ax, kind in zip(axes, ("insertion", "deletion")):
         for m in methods:
             c = curves.get((m, judge, kind))
             if c is None:
                 continue
-            mean = np.asarray(c).mean(0)
+            c = np.atleast_2d(np.asarray(c))
+            n_images = max(n_images, len(c))
+            mean = c.mean(0)
             x = np.linspace(0, 1, len(mean))
-            ax.plot(x, mean, label=f"{m} (AUC {np.trapezoid(mean, x):.3f})")
+            (lines[m],) = ax.plot(x, mean, color=lines[m].get_color() if m in lines else None)
+            labels[m] = labels.get(m, m) + f"{', ' if m in labels else ' ('}{kind[:3]}. {np.trapezoid(mean, x):.3f}"
         ax.set_xlabel(f"fraction of pixels {'revealed' if kind == 'insertion' else 'removed'}")
-        ax.set_ylabel(f"p(predicted class), {judge} classifier")
         ax.set_title(kind + (" (higher is better)" if kind == "insertion" else " (lower is better)"), fontsize=10)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    axes[0].set_ylabel(f"p(predicted class), by the {judge.upper()} classifier")
+    fig.legend([lines[m] for m in lines], [labels[m] + ")" for m in lines], loc="outside right center",
+               fontsize=8, title="method (AUC)", title_fontsize=8, frameon=False)
+    fig.suptitle(f"Insertion and deletion curves, mean over {n_images} test images", fontsize=11)
     _save_figure(fig, path)
+
+
+def redraw_curves(out: Path) -> Path:
+    """Draw ``out/faithfulness_curves.png`` again from ``out/faithfulness_curves.csv`` (the mean
+    curves) and ``faithfulness.csv`` (the image count), without rerunning the experiment."""
+    import numpy as np
+
+    rows = list(csv.DictReader(io.StringIO((Path(out) / "faithfulness_curves.csv").read_text())))
+    n = int(next(csv.DictReader(io.StringIO((Path(out) / "faithfulness.csv").read_text())))["n_images"])
+    curves: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        curves.setdefault((r["method"], r["judge"], r["kind"]), []).append(float(r["mean_probability"]))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    # the mean curve repeated n times has the same mean and says how many images it averages
+    render_curves(Path(out) / "faithfulness_curves.png",
+                  {k: np.repeat(np.asarray(v)[None], n, 0) for k, v in curves.items()}, methods, "var")
+    return Path(out) / "faithfulness_curves.png"
 
 
 # =============================================================================================
