@@ -84,3 +84,16 @@ def test_a_robustness_protocol_draws_its_figures_and_reports_the_comparison(tmp_
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Robustness" in report and "Generative classifiers (vae_gc) lose" in report
     assert "discriminative ones (ncm)" in report
+
+
+def test_the_reports_comparison_leaves_out_models_near_chance():
+    import pandas as pd
+
+    from cil.report.report import _robustness_sentence
+
+    table = pd.DataFrame({"strategy": ["naive", "cumulative", "varc"], "generative": [False, False, True],
+                          "clean": [0.20, 0.98, 0.98], "corrupted": [0.16, 0.62, 0.58]})
+    table["drop"] = table["clean"] - table["corrupted"]
+    sentence = _robustness_sentence(table)
+    assert "Generative classifiers (varc) lose 40.0 points on average, discriminative ones (cumulative) 36.0" \
+        in sentence and "left out: naive" in sentence
