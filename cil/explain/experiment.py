@@ -136,23 +136,23 @@ def render_grid(path: Path, images_BHW, tmi_BHW, contrast_BHW, titles: list[tupl
     _save_figure(fig, path)
 
 
-def render_curves(path: Path, curves: dict[tuple[str, str, str], "object"], methods: list[str], judge: str) -> None:
-    """Mean insertion and deletion curves of every method, as judged by ``judge``: the two panels
-    side by side, one legend beside them (each method with both AUCs), the image count above."""
+def render_curves(path: Path, curves: dict[tuple[str, str, str], "object"], methods: list[str], judge: str,
+                  n_images: int) -> None:
+    """Mean insertion and deletion curves of every method ([images, steps] each, or the mean
+    curve alone), as judged by ``judge``: the two panels side by side, one legend beside them
+    (each method with both AUCs), the number of images averaged above."""
     import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    lines, labels, n_images = {}, {}, 0
+    lines, labels = {}, {}
     for ax, kind in zip(axes, ("insertion", "deletion")):
         for m in methods:
             c = curves.get((m, judge, kind))
             if c is None:
                 continue
-            c = np.atleast_2d(np.asarray(c))
-            n_images = max(n_images, len(c))
-            mean = c.mean(0)
+            mean = np.atleast_2d(np.asarray(c)).mean(0)
             x = np.linspace(0, 1, len(mean))
             (lines[m],) = ax.plot(x, mean, color=lines[m].get_color() if m in lines else None)
             labels[m] = labels.get(m, m) + f"{', ' if m in labels else ' ('}{kind[:3]}. {np.trapezoid(mean, x):.3f}"
@@ -170,17 +170,13 @@ def render_curves(path: Path, curves: dict[tuple[str, str, str], "object"], meth
 def redraw_curves(out: Path) -> Path:
     """Draw ``out/faithfulness_curves.png`` again from ``out/faithfulness_curves.csv`` (the mean
     curves) and ``faithfulness.csv`` (the image count), without rerunning the experiment."""
-    import numpy as np
-
     rows = list(csv.DictReader(io.StringIO((Path(out) / "faithfulness_curves.csv").read_text())))
     n = int(next(csv.DictReader(io.StringIO((Path(out) / "faithfulness.csv").read_text())))["n_images"])
     curves: dict[tuple[str, str, str], list[float]] = {}
     for r in rows:
         curves.setdefault((r["method"], r["judge"], r["kind"]), []).append(float(r["mean_probability"]))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    # the mean curve repeated n times has the same mean and says how many images it averages
-    render_curves(Path(out) / "faithfulness_curves.png",
-                  {k: np.repeat(np.asarray(v)[None], n, 0) for k, v in curves.items()}, methods, "var")
+    render_curves(Path(out) / "faithfulness_curves.png", curves, methods, "var", n_images=n)
     return Path(out) / "faithfulness_curves.png"
 
 
@@ -344,6 +340,7 @@ def faithfulness(model: VARModel, cnn, x: torch.Tensor, y: torch.Tensor, image_i
             curve_rows.append({"method": m, "judge": jname, "kind": kind, "fraction": round(i / steps, 6),
                                "mean_probability": round(v, 6)})
     _write_csv(out / "faithfulness_curves.csv", curve_rows)
-    render_curves(out / "faithfulness_curves.png", {k: v.numpy() for k, v in curves_t.items()}, list(methods), "var")
+    render_curves(out / "faithfulness_curves.png", {k: v.numpy() for k, v in curves_t.items()}, list(methods), "var",
+                  n_images=n)
     return FaithfulnessResult(summary=summary, n_images=n, var_accuracy=correct_var / n, cnn_accuracy=correct_cnn / n,
                               agreement=agree / n, seconds=time.perf_counter() - t_start)

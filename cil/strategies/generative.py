@@ -314,6 +314,10 @@ class VARClassifier(ScoreClassifier):
         images, labels = images[keep], labels[keep]
         learnt = list(self.counts)  # in the order the classes were learnt
         counts = [n for n in self.settings["report_classes"] if n < len(learnt)] + [len(learnt)]
+        scorings = []  # each setting once, in the order given
+        for cfg in self.report_scorings:
+            if cfg.name not in {c.name for c in scorings}:
+                scorings.append(cfg)
         rows = []
         for n in counts:
             if n < len(learnt):
@@ -321,11 +325,7 @@ class VARClassifier(ScoreClassifier):
                 mask = torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
             else:  # every class learnt, on every image
                 classes, mask = self.var.classes, torch.ones_like(labels, dtype=torch.bool)
-            seen = set()
-            for cfg in self.report_scorings:
-                if cfg.name in seen:
-                    continue
-                seen.add(cfg.name)
+            for cfg in scorings:
                 rows.append(self._measure(cfg, images[mask], labels[mask], classes))
                 self._log(f"inference {rows[-1]['setting']} against {n} classes: accuracy "
                           f"{rows[-1]['accuracy']:.4f}, {rows[-1]['images_per_second']:.1f} images/s")
