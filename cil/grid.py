@@ -136,16 +136,18 @@ def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callab
     one made with other settings stops the run (before any cell trains) with a line naming the
     differing keys, unless ``force``."""
     from cil import results
-    from cil.runner import cell_settings, settings_differences
+    from cil.runner import cell_settings, settings_differences, strategy_defaults
 
     todo = []
+    defaults = strategy_defaults(protocol)
     for cell in protocol.cells():
         folder_order = _folder_order(protocol, cell)
         if force or not results.cell_done(out_dir, cell.entry.name, cell.seed, folder_order):
             todo.append(cell)
             continue
         folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, folder_order)
-        diffs = settings_differences(results.read_cell_config(folder), cell_settings(protocol, cell))
+        diffs = settings_differences(results.read_cell_config(folder), cell_settings(protocol, cell),
+                                     defaults=defaults)
         if diffs:
             more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
             raise UserError(f"{folder} was finished with other settings ({'; '.join(diffs[:3])}{more}); "

@@ -402,8 +402,20 @@ def cell_settings(protocol: Protocol, cell: Cell) -> dict:
     return d
 
 
-def settings_differences(stored: dict, new: dict) -> list[str]:
-    """``key.path: old -> new`` for every setting that differs between two resolved configs."""
+def strategy_defaults(protocol: Protocol) -> dict[str, Any]:
+    """``strategies.NAME.param`` -> the parameter's registered default, for every strategy of the
+    protocol: a cell finished before a parameter existed holds no value for it, and the default is
+    what the code ran then (a new parameter must default to the old behaviour)."""
+    from cil.strategies import registry
+
+    return {f"strategies.{e.name}.{p.name}": p.default
+            for e in protocol.strategies for p in registry.get(e.strategy).params.values()}
+
+
+def settings_differences(stored: dict, new: dict, *, defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key.path: old -> new`` for every setting that differs between two resolved configs.
+    A key that ``stored`` lacks is no difference when ``new`` holds its entry in ``defaults``
+    (flat key paths, as from :func:`strategy_defaults`)."""
     import yaml
 
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -421,6 +433,9 @@ def settings_differences(stored: dict, new: dict) -> list[str]:
     if isinstance(stored.get("stream"), dict):
         stored["stream"] = {k: v for k, v in stored["stream"].items() if k != "class_orders"}
     a, b = flat(plain(stored)), flat(plain(new))
+    for k, v in (flat(plain(defaults), "") if defaults else {}).items():
+        if k not in a and k in b and b[k] == v:
+            a[k] = v
     return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
 

@@ -286,6 +286,25 @@ def test_rerun_with_changed_settings_lists_the_keys(tmp_path, capsys):
     assert (out / "ewc" / "seed0" / "metrics.json").stat().st_mtime_ns != stamp
 
 
+def test_a_cell_finished_before_a_parameter_existed_counts_as_its_default(tmp_path, capsys):
+    """A new strategy parameter defaults to the old behaviour, so a cell recorded without it is
+    still done at the default; at any other value it is a changed setting."""
+    import yaml
+
+    proto = str(write(tmp_path / "p.yaml", dict(TINY, strategies={"ewc": {}})))
+    out = tmp_path / "out"
+    assert main(["run", proto, "--out", str(out), "--quiet"]) == 0
+    cfg_path = out / "ewc" / "seed0" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    default = cfg["strategies"]["ewc"].pop("ewc_lambda")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    stamp = (out / "ewc" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(["run", proto, "--out", str(out), "--quiet"]) == 0
+    assert (out / "ewc" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    run_fails(capsys, [proto, "--out", str(out), "--set", f"strategies.ewc.ewc_lambda={default * 2}"],
+              "ewc/seed0 was finished with other settings", f"strategies.ewc.ewc_lambda: '(absent)' -> {default * 2}")
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
