@@ -143,6 +143,35 @@ def test_average_accuracy(multi, single, tmp_path):
     assert _bands(plots.plot_average_accuracy(results.read_run(single))) == 0
 
 
+def test_average_accuracy_zooms_on_the_leaders_and_names_hidden_curves(tmp_path):
+    """One run on the full 0-100 scale: a second panel holds only the strategies that end within
+    10 points of the best; a curve drawn exactly on another's says so in the legend."""
+    out = tmp_path / "run"
+    _fill(out, ["naive", "ewc", "cumulative", "varc"], [0], protocol="p")
+
+    def set_matrix(strategy, seen):  # accuracy on each seen experience, after each experience
+        path = out / strategy / "seed0" / "accuracy_matrix.csv"
+        a = pd.read_csv(path)
+        a["accuracy"] = [seen(i, j) if j <= i else 0.0 for i, j in zip(a["train_exp"], a["eval_exp"])]
+        a.to_csv(path, index=False)
+
+    set_matrix("naive", lambda i, j: 1.0 if i == j else 0.0)
+    set_matrix("ewc", lambda i, j: 1.0 if i == j else 0.0)
+    set_matrix("cumulative", lambda i, j: 0.97 - 0.01 * i)
+    set_matrix("varc", lambda i, j: 0.98 - 0.01 * i)
+    fig = plots.plot_average_accuracy(results.read_run(out))
+    full, zoom = _visible(fig)
+    assert {ln.get_label() for ln in full.get_lines() if not ln.get_label().startswith("_")} == \
+        {"naive", "ewc", "cumulative", "varc"}
+    assert {ln.get_label() for ln in zoom.get_lines() if not ln.get_label().startswith("_")} == {"cumulative", "varc"}
+    assert full.get_ylim()[0] < 0 < 80 < zoom.get_ylim()[0] and "starts at" in zoom.get_ylabel()
+    assert _legend_texts(fig) == ["naive", "cumulative", "ewc (≈ naive)", "varc"]
+    set_matrix("ewc", lambda i, j: 0.5)  # apart from naive: its own name only; one leader left: no zoom
+    set_matrix("cumulative", lambda i, j: 0.6)
+    fig = plots.plot_average_accuracy(results.read_run(out))
+    assert len(_visible(fig)) == 1 and _legend_texts(fig) == ["naive", "cumulative", "ewc", "varc"]
+
+
 def test_accuracy_matrices_are_annotated(multi, tmp_path):
     data = results.read_run(multi)
     fig = plots.plot_accuracy_matrices(data, tmp_path / "m.png")

@@ -136,6 +136,9 @@ def mean_matrix(data: RunData, run: str, strategy: str) -> tuple["np.ndarray", "
 
 #: Strategies that classify by a per-class generative model (for the robustness comparison).
 GENERATIVE = ("varc", "avarc_plus", "vae_gc")
+# "The leading strategies": within this many points of the best accuracy (the average-accuracy
+# figure's zoom panel; the robustness comparison, where a model near chance has little to lose).
+LEADING_PTS = 10.0
 
 
 def robustness_table(data: RunData) -> "pd.DataFrame":

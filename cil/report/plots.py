@@ -433,31 +433,75 @@ def plot_forgetting_curves(data: RunData, path: Path | None = None, *, run: str 
     return fig
 
 
-def _strategy_legend(ax, shown: dict[str, Line2D]) -> None:
-    """One legend entry per strategy, in the suite's strategy order, right of the panel."""
+def _strategy_legend(ax, shown: dict[str, Line2D], same_as: dict[str, str] | None = None) -> None:
+    """One legend entry per strategy, in the suite's strategy order, right of the panel; a
+    strategy whose curve hides under another's says so (``same_as``)."""
     order = agg.strategy_order(shown)
-    ax.legend([shown[k] for k in order], order, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+    labels = [f"{k} (≈ {same_as[k]})" if same_as and k in same_as else k for k in order]
+    ax.legend([shown[k] for k in order], labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
               title="strategy")
+
+
+COINCIDE = 0.006  # mean curves closer than this fraction of the axis height at every point hide each other
+
+
+def _coinciding(curves, spans: dict[str, float]) -> dict[str, str]:
+    """strategy -> the first strategy (in the suite's order) whose mean curve lies within
+    COINCIDE of the axis height of its own at every point of every run: the legend names the curve
+    it hides under. ``spans``: the height (points) of the finest axis each strategy is drawn on."""
+    wide = curves.pivot_table(index=["run", "train_exp"], columns="strategy", values="accuracy_mean") * PCT
+    out: dict[str, str] = {}
+    firsts: list[str] = []
+    for strat in agg.strategy_order(wide.columns):
+        a = wide[strat]
+        match = next((f for f in firsts if a.isna().equals(wide[f].isna()) and float((a - wide[f]).abs().max())
+                      < COINCIDE * max(spans[strat], spans[f])), None)
+        if match is None:
+            firsts.append(strat)
+        else:
+            out[strat] = match
+    return out
+
+
+def _leaders(curves) -> list[str]:
+    """Strategies whose mean final accuracy is within agg.LEADING_PTS of the best (one run's curves)."""
+    last = curves[curves["train_exp"] == curves["train_exp"].max()].set_index("strategy")["accuracy_mean"] * PCT
+    return [s for s in agg.strategy_order(last.index) if last[s] >= last.max() - agg.LEADING_PTS]
 
 
 @_styled
 def plot_average_accuracy(data: RunData, path: Path | None = None, *,
                           styles: dict[str, Style] | None = None) -> Figure:
     """Mean accuracy on all seen experiences after each experience; all strategies on one axis per
-    run, the runs side by side on shared axes."""
+    run, the runs side by side on shared axes. With one run on the full 0-100 scale, a second
+    panel zooms on the strategies that end within agg.LEADING_PTS of the best, where the curves crowd."""
     curves = agg.seen_accuracy_curves(data)
     styles = _styles(data, styles)
     runs = data.runs
+
+    def y_range(c):
+        return _zoom_range(np.concatenate([(c["accuracy_mean"] - c["accuracy_sd"].fillna(0)) * PCT,
+                                           c["accuracy_mean"] * PCT]))
+
+    lo, hi = y_range(curves)
+    leaders = _leaders(curves) if len(runs) == 1 else []
+    zoom = curves[curves["strategy"].isin(leaders)]
+    if not (lo <= 0 and 2 <= len(leaders) < curves["strategy"].nunique() and y_range(zoom)[0] > 0):
+        zoom = None
     rows, cols = _grid(len(runs), 3)
-    width = PAGE_WIDTH_IN if len(runs) > 1 else 5.6
+    width = PAGE_WIDTH_IN if len(runs) > 1 or zoom is not None else 5.6
     fig = _new_figure(width, 0.6 + 2.7 * rows)
     lengths = {int(curves.loc[curves["run"] == r, "train_exp"].max()) + 1 for r in runs}
-    axes = fig.subplots(rows, cols, sharey=True, sharex=len(lengths) == 1, squeeze=False).ravel()
-    sd = curves["accuracy_sd"].fillna(0)
-    lo, hi = _zoom_range(np.concatenate([(curves["accuracy_mean"] - sd) * PCT, curves["accuracy_mean"] * PCT]))
+    if zoom is not None:
+        axes = fig.subplots(1, 2, sharex=True, squeeze=False).ravel()
+        cols = 2
+    else:
+        axes = fig.subplots(rows, cols, sharey=True, sharex=len(lengths) == 1, squeeze=False).ravel()
     shown: dict[str, Line2D] = {}
-    for ax, run in zip(axes, runs):
-        sub = curves[curves["run"] == run]
+    panels = [(ax, run, curves[curves["run"] == run], (lo, hi)) for ax, run in zip(axes, runs)]
+    if zoom is not None:
+        panels.append((axes[1], runs[0], zoom, y_range(zoom)))
+    for ax, run, sub, (ylo, yhi) in panels:
         T = int(sub["train_exp"].max()) + 1
         for strat in agg.strategy_order(sub["strategy"].unique()):
             s, st = sub[sub["strategy"] == strat].sort_values("train_exp"), styles[strat]
@@ -467,18 +511,22 @@ def plot_average_accuracy(data: RunData, path: Path | None = None, *,
             _band(ax, x, m, s["accuracy_sd"].to_numpy() * PCT, st.color, alpha=0.14)
             shown.setdefault(strat, line)
         ax.set_xlabel("after training experience i")
-        ax.set_ylim(lo, hi)
+        ax.set_ylim(ylo, yhi)
         ax.set_xlim(-0.2, max(lengths) - 0.8)
         _int_ticks(ax, T)
         if len(runs) > 1:
             ax.set_title(_title_run(data, run), loc="left")
-    for ax in axes[::cols]:
-        ax.set_ylabel(_zoom_label("accuracy on seen experiences (%)", lo))
-        _mark_zoom(ax, lo)
-    _hide_unused(axes, len(runs))
+        if zoom is not None or ax in list(axes[::cols]):
+            ax.set_ylabel(_zoom_label("accuracy on seen experiences (%)", ylo))
+            _mark_zoom(ax, ylo)
+    if zoom is not None:
+        axes[0].set_title("all strategies", loc="left")
+        axes[1].set_title(f"zoom: within {agg.LEADING_PTS:g} points of the best at the end", loc="left")
+    _hide_unused(axes, len(panels))
     head = "Average accuracy over the stream" + ("" if len(runs) > 1 else f": {_title_run(data, runs[0])}")
     _suptitle(fig, head, _spread_note(data.summary))
-    _strategy_legend(axes[min(cols, len(runs)) - 1], shown)
+    spans = {strat: yhi - ylo for _, _, sub, (ylo, yhi) in panels for strat in sub["strategy"].unique()}
+    _strategy_legend(axes[min(cols, len(panels)) - 1], shown, _coinciding(curves, spans))
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -44,7 +44,9 @@ FIGURE_TEXT = {
     "average_accuracy": (
         "Average accuracy over the stream",
         "Mean accuracy (%) on the experiences seen so far after each training experience: higher and "
-        "flatter is better; a y axis that does not start at 0 has a break on its spine and says where it starts."),
+        "flatter is better; a y axis that does not start at 0 has a break on its spine and says where it "
+        "starts. With one run on the full scale, a second panel zooms on the strategies that end within "
+        f"{agg.LEADING_PTS:g} points of the best; a legend entry \"a (≈ b)\" marks a curve drawn on top of b's."),
     "final_accuracy_forgetting": (
         "Final accuracy and forgetting",
         "Left: accuracy (%) on all classes after the last experience (higher is better); right: "
@@ -421,15 +423,16 @@ def _robustness_sentence(table: "pd.DataFrame") -> str:
             "the last column is the time the robustness evaluation added, as a multiple of the final clean "
             "evaluation's time. ")
     # A model near chance has little to lose: averaging its small drop in would flatter its
-    # family, so the averages take the classifiers within 10 points of the best clean accuracy.
-    strong = table[table["clean"] >= table["clean"].max() - 0.10]
+    # family, so the averages take the leading classifiers by clean accuracy.
+    strong = table[table["clean"] >= table["clean"].max() - agg.LEADING_PTS / 100]
     if strong["generative"].all() or not strong["generative"].any():
         strong = table
     gen, disc = strong[strong["generative"]], strong[~strong["generative"]]
     if gen.empty or disc.empty:
         return head
     left_out = [str(x) for x in table["strategy"] if x not in set(strong["strategy"])]
-    note = (f" (the classifiers within 10 points of the best clean accuracy; left out: {', '.join(left_out)})"
+    note = (f" (the classifiers within {agg.LEADING_PTS:g} points of the best clean accuracy; left out: "
+            f"{', '.join(left_out)})"
             if left_out else "")
     best = disc.loc[disc["corrupted"].idxmax()]
     return head + (f"Generative classifiers ({', '.join(gen['strategy'])}) lose {100 * gen['drop'].mean():.1f} "
