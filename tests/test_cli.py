@@ -130,3 +130,11 @@ def test_list_and_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--help"])
     assert exc.value.code == 0
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    """``cil ... | head``: the output pipe is closed before anything is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "cil", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""

@@ -52,6 +52,20 @@ def test_robustness_csv_per_cell_with_the_documented_columns(tmp_path):
     assert a.drop(columns="protocol").equals(b[b["train_exp"] == 4].drop(columns="protocol").reset_index(drop=True))
 
 
+def test_summarize_shows_accuracy_under_corruption_only_where_a_run_has_it(tmp_path, capsys):
+    out = run(tmp_path, {**PROTOCOL, "robustness": {**PROTOCOL["robustness"], "after": "final"}})
+    plain = run(tmp_path, {k: v for k, v in PROTOCOL.items() if k != "robustness"}, "plain")
+    capsys.readouterr()
+    assert main(["summarize", str(out), "--format", "markdown", "--no-inference"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(zip(header, [c.strip() for c in next(x for x in lines if "| ncm |" in x).strip("|").split("|")]))
+    final = pd.read_csv(out / "ncm" / "seed0" / "robustness.csv")["accuracy"]
+    assert row["under corruption (%)"] == f"{100 * final[1:].mean():.2f}"  # row 0: the clean images
+    assert main(["summarize", str(plain), "--no-inference"]) == 0
+    assert "under corruption" not in capsys.readouterr().out
+
+
 def test_the_subset_is_fixed_and_class_balanced():
     ds = load_dataset("digits")
     a, b = robustness_subset(ds, 100, seed=0), robustness_subset(ds, 100, seed=0)

@@ -4,7 +4,8 @@ One module per command group adds its subcommands and does the work when they ru
 ``run`` (run, list), ``data``, ``report`` (plot, report, summarize), ``varc`` and ``explain``.
 Each parses arguments, calls the library and prints; library modules are imported inside the
 command functions, so ``cil --help`` stays instant. Bad input (``UserError``) is printed as one
-``error:`` line with exit status 2, never a traceback; Ctrl-C exits with status 130.
+``error:`` line with exit status 2, never a traceback; Ctrl-C exits with status 130, and a
+closed output pipe (``| head``) with 141, quietly.
 """
 
 from __future__ import annotations
@@ -45,3 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished cells and checkpoints are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``cil summarize ... | head``): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # 128 + SIGPIPE, as the shell reports a process killed by it

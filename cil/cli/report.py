@@ -96,7 +96,7 @@ def _print_table(table, fmt: str) -> None:
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
     from cil.report import aggregate as agg
-    from cil.results import COST_NAMES, METRIC_NAMES, read_runs
+    from cil.results import read_runs
 
     with warnings_as_lines():
         data = read_runs([Path(p) for p in args.run_dirs])
@@ -104,7 +104,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
     many = len(data.runs) > 1
     if args.compare:
         values = [v.strip() for v in args.values.split(",") if v.strip()]
-        allowed = METRIC_NAMES + COST_NAMES
+        allowed = agg.SUMMARY_VALUES
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise UserError(f"--values: {bad[0] if bad else args.values!r} is not a summary value; "
@@ -171,7 +171,8 @@ def add_subcommands(subparsers) -> None:
         subparsers, "summarize", _cmd_summarize,
         help="print the summary table (mean ± sd over cells) of result folders",
         description="Print final accuracy (%), average incremental accuracy (%), forgetting and BWT "
-                    "(points), training and evaluation time (minutes) and peak memory (MB) per "
+                    "(points), accuracy under corruption (%, runs with a robustness track), "
+                    "training and evaluation time (minutes) and peak memory (MB) per "
                     "strategy, mean ± sd over cells (seed x class order), with each run's protocol; "
                     "several folders are listed together, and a warning goes to stderr when they "
                     "come from different protocols. --format csv keeps the result files' units "
@@ -186,7 +187,7 @@ def add_subcommands(subparsers) -> None:
     s.add_argument("--values", default="final_accuracy,average_forgetting", metavar="LIST",
                    help="with --compare: comma-separated summary values to pivot (default "
                         "final_accuracy,average_forgetting; also average_incremental_accuracy, bwt, "
-                        "train_seconds, eval_seconds, peak_memory_mb)")
+                        "robust_accuracy, train_seconds, eval_seconds, peak_memory_mb)")
     s.add_argument("--no-inference", action="store_true", help="leave out the inference-settings table")
 
 

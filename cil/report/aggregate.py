@@ -31,6 +31,7 @@ DISPLAY = {
     "train_seconds": ("train (min)", 1 / 60),
     "eval_seconds": ("eval (min)", 1 / 60),
     "peak_memory_mb": ("peak memory (MB)", 1.0),
+    "robust_accuracy": ("under corruption (%)", 100.0),
     "accuracy": ("accuracy (%)", 100.0),
     "seconds_per_image": ("ms / image", 1000.0),
     "images_per_second": ("images / s", 1.0),
@@ -38,9 +39,12 @@ DISPLAY = {
 }
 LABELS = {k: label for k, (label, _factor) in DISPLAY.items()}
 #: values whose displayed numbers are percentages or percentage points (two decimals)
-POINTS = ("final_accuracy", "average_incremental_accuracy", "average_forgetting", "bwt", "accuracy")
+POINTS = ("final_accuracy", "average_incremental_accuracy", "average_forgetting", "bwt", "accuracy",
+          "robust_accuracy")
 
-SUMMARY_VALUES = METRIC_NAMES + COST_NAMES
+#: robust_accuracy: the final model's mean accuracy over the robustness track's corruptions and
+#: severities (no value for cells run without ``robustness:``; tables leave the column out then)
+SUMMARY_VALUES = METRIC_NAMES + ["robust_accuracy"] + COST_NAMES
 
 
 def strategy_order(names: Iterable[str]) -> list[str]:
@@ -258,13 +262,14 @@ def display_summary(table: "pd.DataFrame", *, show_run: bool | None = None,
     import pandas as pd
 
     show_run = table["run"].nunique() > 1 if show_run is None else show_run
+    values = [v for v in SUMMARY_VALUES if table[f"{v}_mean"].notna().any()]
     rows = []
     for _, r in table.iterrows():
         row = {"run": r["run"]} if show_run else {}
         if show_protocol:
             row["protocol"] = r["protocol"]
         row.update({"strategy": r["strategy"], "cells": int(r["n"])})
-        for v in SUMMARY_VALUES:
+        for v in values:
             row[LABELS[v]] = mean_sd(v, r[f"{v}_mean"], r[f"{v}_sd"])
         rows.append(row)
     return pd.DataFrame(rows)
@@ -277,12 +282,13 @@ def display_per_seed(summary: "pd.DataFrame", *, show_run: bool) -> "pd.DataFram
     rank = {name: k for k, name in enumerate(strategy_order(summary["strategy"].unique()))}
     runs = list(dict.fromkeys(summary["run"]))
     s = summary.assign(_r=summary["run"].map(runs.index), _s=summary["strategy"].map(rank))
+    values = [v for v in SUMMARY_VALUES if summary[v].notna().any()]
     rows = []
     for _, r in s.sort_values(["_r", "_s", "seed", "order"]).iterrows():
         row = {"run": r["run"]} if show_run else {}
         row.update({"protocol": r["protocol"], "strategy": r["strategy"], "seed": int(r["seed"]),
                     "order": r["order"]})
-        for v in SUMMARY_VALUES:
+        for v in values:
             row[LABELS[v]] = fmt(v, r[v])
         rows.append(row)
     return pd.DataFrame(rows)

@@ -80,7 +80,9 @@ SUMMARY_NOTE = (
     "accuracy over all experiences after the last one; average incremental accuracy: mean over the "
     "stream of the accuracy on the experiences seen so far; forgetting: mean drop from an "
     "experience's best earlier accuracy to its final one (lower is better); BWT: mean of final minus "
-    "just-learned accuracy (negative means forgetting). Per-cell numbers are in `summary.csv` "
+    "just-learned accuracy (negative means forgetting); under corruption (runs with a robustness "
+    "track): the final model's mean accuracy over every corruption and severity. Per-cell numbers are "
+    "in `summary.csv` "
     "(accuracies as fractions, times in seconds)."
 )
 
