@@ -33,7 +33,8 @@ class GridFailure(UserError):
 @dataclass
 class _Progress:
     """One line over the grid, rewritten in place on a terminal: done / running / failed,
-    elapsed time and an estimate of the time left (from the mean time per finished cell)."""
+    elapsed time and an estimate of the time left (from the mean time per finished cell).
+    Written to a file or pipe instead, the line is printed once after each finished cell."""
 
     total: int
     log: Callable[[str], None] | None
@@ -60,6 +61,8 @@ class _Progress:
             self.running = running
         if self.live:
             print(f"\r\033[K{self.line()}", end="", file=sys.stderr, flush=True)
+        elif self.log is not None and (done or failed):
+            self.log(self.line())
 
     def clear(self) -> None:
         """Wipe the line, so that a cell's own line can be printed in its place."""
@@ -89,14 +92,14 @@ def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False, log:
     from cil import results, runfolder
     from cil.runner import _quiet_avalanche_deprecations, protocol_device
     from cil.strategies import registry
-    from cil.streams import protocol_stream, resolve_class_order
+    from cil.streams import resolve_class_order
 
     on_ray = workers is not None or ray_address is not None
     with _quiet_avalanche_deprecations():
         torch.set_num_threads(protocol.threads)
         if not on_ray:
             protocol_device(protocol.device)  # fail before any work when CUDA is asked for and absent
-        dataset, stream = protocol_stream(protocol)
+        dataset, stream = _cell_stream(protocol, protocol.class_orders()[0])
         for order in protocol.class_orders():
             resolve_class_order(dataset.n_classes, order.order, order.seed)
         for entry in protocol.strategies:  # settings that depend on the images, before any cell trains
@@ -118,12 +121,8 @@ def run_protocol(protocol: Protocol, *, out_dir: Path, force: bool = False, log:
                     _run_on_ray(protocol, todo, writer, force=force, workers=workers, address=ray_address,
                                 verbose=verbose)
                 else:
-                    streams = {protocol.class_orders()[0].label: (dataset, stream)}
                     for cell in todo:
-                        if cell.order.label not in streams:
-                            streams[cell.order.label] = _cell_stream(protocol, cell.order)
-                        ds, st = streams[cell.order.label]
-                        writer.run_here(cell, ds, st, force=force)
+                        writer.run_here(cell, *_cell_stream(protocol, cell.order), force=force)
                 results.write_summary(out_dir)
             except OSError as exc:
                 raise os_error(exc) from None
@@ -170,9 +169,9 @@ def _cell_stream(protocol: Protocol, order: ClassOrder):
     """The dataset and the stream of one class order (the dataset is loaded once per process)."""
     from cil.streams import protocol_stream
 
-    key = (protocol.dataset, protocol.data_root, order.label)
+    narrowed = protocol.for_cell(Cell(entry=protocol.strategies[0], seed=0, order=order))
+    key = (protocol.dataset, str(protocol.data_root), repr(narrowed.stream))  # everything the stream depends on
     if key not in _STREAMS:
-        narrowed = protocol.for_cell(Cell(entry=protocol.strategies[0], seed=0, order=order))
         _STREAMS[key] = protocol_stream(narrowed)
     return _STREAMS[key]
 

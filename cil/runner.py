@@ -295,7 +295,13 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     from cil.strategies import registry
     from cil.strategies.base import capabilities
 
+    from cil.streams import resolve_class_order
+
     entry, seed = cell.entry, cell.seed
+    wanted = resolve_class_order(len(stream.class_order), cell.order.order, cell.order.seed)
+    if list(stream.class_order) != wanted:  # a cell labelled with one order must never train on another
+        raise RuntimeError(f"cell {cell.label} was handed a stream in class order {stream.class_order}, "
+                           f"not its own {wanted}")
     device = protocol_device(protocol.device)
     seed_everything(seed)
     label = cell.label if len(protocol.class_orders()) > 1 else f"{entry.name} seed {seed}"

@@ -16,6 +16,7 @@ import yaml
 from cil.cli import main
 from cil.config import protocol_from_dict
 from cil.errors import UserError
+from cil.streams import resolve_class_order
 from test_varc_strategy import TINY_VAR
 
 SMALL = {
@@ -118,11 +119,30 @@ def test_orders_on_the_command_line_replace_the_protocols_class_orders(tmp_path,
                                              stream={"n_experiences": 5, "class_order": "shuffled", "class_order_seed": 9}))
     assert main(["run", str(single), "--out", str(tmp_path / "q"), "--quiet", "--orders", "3,natural"]) == 0
     assert sorted(p.name for p in (tmp_path / "q" / "ncm").iterdir()) == ["seed0_natural", "seed0_order3"]
+    assert main(["run", str(proto), "--out", str(tmp_path / "one"), "--quiet", "--seeds", "1", "--orders", "1"]) == 0
+    # each cell trained in its own order, whichever order comes first and whatever the file's stream says
+    for cell, (order, seed) in {tmp_path / "q" / "ncm" / "seed0_order3": ("shuffled", 3),
+                                tmp_path / "q" / "ncm" / "seed0_natural": ("natural", 0),
+                                tmp_path / "one" / "ncm" / "seed1": ("shuffled", 1)}.items():
+        recorded = json.loads((cell / "metrics.json").read_text())["class_order"]
+        assert recorded == resolve_class_order(10, order, seed) != resolve_class_order(10, "shuffled", 9)
     capsys.readouterr()
     assert main(["run", str(proto), "--out", str(out), "--orders", "natural,first"]) == 2
     assert capsys.readouterr().err.startswith("error: --orders: 'first' is not a class order; give natural or a")
     assert main(["run", str(proto), "--out", str(out), "--seeds", "0"]) == 2
     assert "--seeds and --orders" in capsys.readouterr().err
+
+
+def test_a_cell_refuses_a_stream_in_another_class_order():
+    from cil.runner import run_cell
+    from cil.streams import protocol_stream
+
+    proto = protocol_from_dict(dict(SMALL, strategies={"ncm": {}}, seeds=[1], pairing="paired",
+                                    stream={"n_experiences": 5, "class_orders": [1]}))
+    cell = proto.cells()[0]
+    dataset, natural = protocol_stream(proto)  # the file's own stream: natural order
+    with pytest.raises(RuntimeError, match="cell ncm seed 1 order1 was handed a stream in class order"):
+        run_cell(proto, cell, dataset=dataset, stream=natural, checkpoint_dir=None, log=None)
 
 
 def test_several_class_orders_get_their_own_folders_and_are_aggregated_together(tmp_path, capsys):
@@ -148,10 +168,15 @@ def test_several_class_orders_get_their_own_folders_and_are_aggregated_together(
 # --------------------------------------------------------------------------- Ray
 
 
-def test_parallel_results_equal_serial_results_cell_by_cell(tmp_path, local_ray):
+def test_parallel_results_equal_serial_results_cell_by_cell(tmp_path, local_ray, capsys):
     proto = write(tmp_path / "p.yaml", SMALL)
     assert main(["run", str(proto), "--out", str(tmp_path / "serial"), "--quiet"]) == 0
-    assert main(["run", str(proto), "--out", str(tmp_path / "parallel"), "--quiet", "--workers", "2"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(proto), "--out", str(tmp_path / "parallel"), "--workers", "2"]) == 0
+    # not a terminal: the progress line once per finished cell, for a log file
+    progress = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("grid: ")]
+    n = len(cells(tmp_path / "parallel"))
+    assert [ln.split(":")[1].strip() for ln in progress] == [f"{k}/{n} cells" for k in range(1, n + 1)]
     assert_same_results(tmp_path / "serial", tmp_path / "parallel")
     assert (pd.read_csv(tmp_path / "serial" / "summary.csv").drop(columns=list(TIMES))
             .equals(pd.read_csv(tmp_path / "parallel" / "summary.csv").drop(columns=list(TIMES))))
