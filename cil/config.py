@@ -138,6 +138,12 @@ class Protocol:
         return [_class_order("shuffled" if isinstance(o, int) else o, o if isinstance(o, int) else 0, i)
                 for i, o in enumerate(s.class_orders)]
 
+    def orders_in_names(self) -> bool:
+        """Whether cell folders and labels name the class order: whenever the orders are a list
+        (``stream.class_orders``, or ``cil run --orders``), even of one, so that a run of part
+        of a grid writes its cells where the whole grid's run looks for them."""
+        return self.stream.class_orders is not None
+
     def cells(self) -> list[Cell]:
         """Every cell of the grid: seeds x class orders (crossed) or pairwise (paired), each with
         every strategy, in the order a serial run takes them."""

@@ -157,12 +157,12 @@ def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callab
 
 
 def _folder_order(protocol: Protocol, cell: Cell) -> str | None:
-    """The class order in the cell's folder name: only when the run has several."""
-    return cell.order.label if len(protocol.class_orders()) > 1 else None
+    """The class order in the cell's folder name (see :meth:`Protocol.orders_in_names`)."""
+    return cell.order.label if protocol.orders_in_names() else None
 
 
 def _name(protocol: Protocol, cell: Cell) -> str:
-    return cell.label if len(protocol.class_orders()) > 1 else f"{cell.entry.name} seed {cell.seed}"
+    return cell.label if protocol.orders_in_names() else f"{cell.entry.name} seed {cell.seed}"
 
 
 def _cell_stream(protocol: Protocol, order: ClassOrder):

@@ -74,8 +74,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def cell_dir(out_dir: Path, strategy: str, seed: int, order: str | None = None) -> Path:
-    """``out_dir/<strategy>/seed<k>``, or ``seed<k>_<order>`` when the run has several class
-    orders: the folder of one (strategy, seed, class order) cell."""
+    """``out_dir/<strategy>/seed<k>``, or ``seed<k>_<order>`` when the run's class orders are a
+    list: the folder of one (strategy, seed, class order) cell."""
     if not strategy or strategy in (".", "..") or _BAD_NAME.search(strategy):
         raise UserError(f"strategy name {strategy!r} cannot name a folder; use letters, digits, '_' or '-'")
     return Path(out_dir) / strategy / (f"seed{int(seed)}" + (f"_{order}" if order else ""))

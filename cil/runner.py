@@ -304,7 +304,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
                            f"not its own {wanted}")
     device = protocol_device(protocol.device)
     seed_everything(seed)
-    label = cell.label if len(protocol.class_orders()) > 1 else f"{entry.name} seed {seed}"
+    label = cell.label if protocol.orders_in_names() else f"{entry.name} seed {seed}"
     loggers = []
     if protocol.loggers and log_dir is not None:
         from cil.loggers import make_loggers

@@ -114,7 +114,9 @@ def test_orders_on_the_command_line_replace_the_protocols_class_orders(tmp_path,
                                             stream={"n_experiences": 5, "class_orders": ["natural", 1, 2]}))
     out = tmp_path / "out"
     assert main(["run", str(proto), "--out", str(out), "--quiet", "--seeds", "0", "--orders", "natural"]) == 0
-    assert [p.name for p in (out / "ncm").iterdir()] == ["seed0"]
+    assert [p.name for p in (out / "ncm").iterdir()] == ["seed0_natural"]  # where the whole grid looks for it
+    assert main(["run", str(proto), "--out", str(out), "--quiet", "--seeds", "0,1", "--orders", "natural,1"]) == 0
+    assert sorted(p.name for p in (out / "ncm").iterdir()) == ["seed0_natural", "seed1_order1"]
     single = write(tmp_path / "q.yaml", dict(SMALL, strategies={"ncm": {}},
                                              stream={"n_experiences": 5, "class_order": "shuffled", "class_order_seed": 9}))
     assert main(["run", str(single), "--out", str(tmp_path / "q"), "--quiet", "--orders", "3,natural"]) == 0
@@ -123,7 +125,7 @@ def test_orders_on_the_command_line_replace_the_protocols_class_orders(tmp_path,
     # each cell trained in its own order, whichever order comes first and whatever the file's stream says
     for cell, (order, seed) in {tmp_path / "q" / "ncm" / "seed0_order3": ("shuffled", 3),
                                 tmp_path / "q" / "ncm" / "seed0_natural": ("natural", 0),
-                                tmp_path / "one" / "ncm" / "seed1": ("shuffled", 1)}.items():
+                                tmp_path / "one" / "ncm" / "seed1_order1": ("shuffled", 1)}.items():
         recorded = json.loads((cell / "metrics.json").read_text())["class_order"]
         assert recorded == resolve_class_order(10, order, seed) != resolve_class_order(10, "shuffled", 9)
     capsys.readouterr()
