@@ -123,6 +123,10 @@ class Protocol:
     pairing: str = "crossed"  # crossed: every seed with every class order; paired: seed k with order k
     robustness: RobustnessConfig | None = None
     loggers: list[str] = field(default_factory=list)  # tensorboard | csv | wandb, per cell under <cell>/logs
+    # The class order whose cells live in plain ``seed<k>`` folders: the file's single
+    # ``stream.class_order`` (kept when ``cil run --orders`` replaces it); None when the file
+    # lists ``class_orders``. Not a setting: it decides folder names, never numbers.
+    plain_order: str | None = None
 
     def entry(self, name: str) -> StrategyEntry:
         for e in self.strategies:
@@ -138,11 +142,12 @@ class Protocol:
         return [_class_order("shuffled" if isinstance(o, int) else o, o if isinstance(o, int) else 0, i)
                 for i, o in enumerate(s.class_orders)]
 
-    def orders_in_names(self) -> bool:
-        """Whether cell folders and labels name the class order: whenever the orders are a list
-        (``stream.class_orders``, or ``cil run --orders``), even of one, so that a run of part
-        of a grid writes its cells where the whole grid's run looks for them."""
-        return self.stream.class_orders is not None
+    def folder_order(self, cell: Cell) -> str | None:
+        """The class order in the cell's folder name and label: None for the file's single class
+        order (``seed<k>``), its label otherwise (``seed<k>_<order>``). A cell has one folder
+        however the run names its orders (the file's list or ``cil run --orders``), so a run of
+        part of a grid writes where the whole grid's run looks."""
+        return None if cell.order.label == self.plain_order else cell.order.label
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid: seeds x class orders (crossed) or pairwise (paired), each with
@@ -222,9 +227,17 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
         if not stream.class_orders:
             raise UserError("stream.class_orders: give at least one class order, e.g. [natural, 1, 2]")
         for i, o in enumerate(stream.class_orders):
-            if isinstance(o, str) and o != "natural":
-                raise UserError(f"stream.class_orders[{i}]: expected natural, a seed (int) or a list of class "
-                                f"ids, got {o!r}")
+            if (isinstance(o, str) and o != "natural") or (isinstance(o, int) and o < 0):
+                raise UserError(f"stream.class_orders[{i}]: expected natural, a seed (int >= 0) or a list of "
+                                f"class ids, got {o!r}")
+        labels = [_class_order("shuffled" if isinstance(o, int) else o, o if isinstance(o, int) else 0, i).label
+                  for i, o in enumerate(stream.class_orders)]
+        twice = next((x for x in labels if labels.count(x) > 1), None)
+        if twice is not None:
+            raise UserError(f"stream.class_orders: {twice} is listed twice; list each class order once")
+    twice = next((x for x in seeds if seeds.count(x) > 1), None)
+    if twice is not None and pairing == "crossed":
+        raise UserError(f"seeds: {twice} is listed twice; list each training seed once")
     n_orders = len(stream.class_orders or [None])
     if pairing == "paired" and n_orders != len(seeds):
         raise UserError(f"pairing: paired needs as many seeds as class orders, got {len(seeds)} seeds and "
@@ -274,7 +287,9 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
                     dataset=coerce(raw.get("dataset", "digits"), str, "dataset"),
                     data_root=coerce(raw.get("data_root"), str | None, "data_root"),
                     stream=stream, training=training, seeds=seeds, device=device, threads=threads,
-                    strategies=entries, pairing=pairing, robustness=robustness, loggers=loggers)
+                    strategies=entries, pairing=pairing, robustness=robustness, loggers=loggers,
+                    plain_order=None if stream.class_orders is not None else
+                    _class_order(stream.class_order, stream.class_order_seed, 0).label)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -387,10 +402,19 @@ def load_protocol(name_or_path: str, *, overrides: list[str] | None = None,
     if not isinstance(raw, dict):
         raise UserError(f"protocol file {path}: expected a mapping at the top level")
     raw = apply_overrides(raw, overrides or [])
-    if class_orders is not None:
-        stream = {k: v for k, v in (raw.get("stream") or {}).items() if k not in ("class_order", "class_order_seed")}
-        raw = {**raw, "stream": {**stream, "class_orders": list(class_orders)}}
-    return protocol_from_dict(raw, default_name=path.stem), raw
+    if class_orders is None:
+        return protocol_from_dict(raw, default_name=path.stem), raw
+    set_order = [k for k in ("class_order", "class_order_seed", "class_orders")
+                 if any(o.split("=", 1)[0].strip() == f"stream.{k}" for o in overrides or [])]
+    if set_order:
+        raise UserError(f"--orders replaces the protocol's class orders; drop --set stream.{set_order[0]}=... "
+                        "(or --orders)")
+    file_stream = _build(StreamConfig, raw.get("stream"), "stream")  # the file's own single order, if any
+    plain = None if file_stream.class_orders is not None else \
+        _class_order(file_stream.class_order, file_stream.class_order_seed, 0).label
+    stream = {k: v for k, v in (raw.get("stream") or {}).items() if k not in ("class_order", "class_order_seed")}
+    raw = {**raw, "stream": {**stream, "class_orders": list(class_orders)}}
+    return dataclasses.replace(protocol_from_dict(raw, default_name=path.stem), plain_order=plain), raw
 
 
 def load_yaml_strict(text: str) -> Any:

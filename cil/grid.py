@@ -157,12 +157,12 @@ def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callab
 
 
 def _folder_order(protocol: Protocol, cell: Cell) -> str | None:
-    """The class order in the cell's folder name (see :meth:`Protocol.orders_in_names`)."""
-    return cell.order.label if protocol.orders_in_names() else None
+    """The class order in the cell's folder name (see :meth:`Protocol.folder_order`)."""
+    return protocol.folder_order(cell)
 
 
 def _name(protocol: Protocol, cell: Cell) -> str:
-    return cell.label if protocol.orders_in_names() else f"{cell.entry.name} seed {cell.seed}"
+    return cell.label if protocol.folder_order(cell) else f"{cell.entry.name} seed {cell.seed}"
 
 
 def _cell_stream(protocol: Protocol, order: ClassOrder):
@@ -224,6 +224,7 @@ class _Writer:
                            inference=record.inference, files={"model.pt": record.model} if record.model else None,
                            robustness=record.robustness)
         _clear_checkpoints(self.folder(cell) / "checkpoints")
+        (self.folder(cell) / "error.log").unlink(missing_ok=True)  # an earlier attempt's failure is over
         if self.log is not None:
             took = f" ({seconds:.1f} s)" if seconds is not None else ""
             self.log(f"[{_name(self.protocol, cell)}] final accuracy {record.metrics['final_accuracy']:.4f}, "
@@ -269,6 +270,10 @@ def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: b
     torch.set_num_threads(protocol.threads)
     dataset, stream = _cell_stream(protocol, cell.order)
     shared = (Path(out_dir) / probe).is_file()  # the driver's probe file is visible: same filesystem
+    if protocol.loggers and not shared:  # their files would stay on this node: say so before training
+        raise UserError(f"loggers ({', '.join(protocol.loggers)}) write into the run folder, which this Ray node "
+                        "does not share with the driver; share the folder (e.g. a network filesystem) or "
+                        "drop `loggers:`")
     folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, _folder_order(protocol, cell))
     with _quiet_avalanche_deprecations():
         return run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,

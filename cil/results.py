@@ -74,8 +74,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def cell_dir(out_dir: Path, strategy: str, seed: int, order: str | None = None) -> Path:
-    """``out_dir/<strategy>/seed<k>``, or ``seed<k>_<order>`` when the run's class orders are a
-    list: the folder of one (strategy, seed, class order) cell."""
+    """``out_dir/<strategy>/seed<k>``, or ``seed<k>_<order>`` (see ``Protocol.folder_order``):
+    the folder of one (strategy, seed, class order) cell."""
     if not strategy or strategy in (".", "..") or _BAD_NAME.search(strategy):
         raise UserError(f"strategy name {strategy!r} cannot name a folder; use letters, digits, '_' or '-'")
     return Path(out_dir) / strategy / (f"seed{int(seed)}" + (f"_{order}" if order else ""))
@@ -235,6 +235,7 @@ def write_summary(out_dir: Path) -> Path:
     Incomplete cells are left out (with an :class:`IncompleteCellWarning`).
     """
     rows = []
+    where: dict[tuple, Path] = {}
     for strategy, seed, folder_order, folder in _iter_cell_dirs(out_dir):
         path = folder / METRICS_FILE
         if not path.exists():
@@ -245,6 +246,11 @@ def write_summary(out_dir: Path) -> Path:
         if not m.get("order"):
             config = _read_config(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
             m["order"] = _cell_order(m, folder_order, config)
+        key = (strategy, seed, m["order"])
+        if key in where:  # one cell counted twice would weigh double in every mean
+            raise UserError(f"{where[key]} and {folder} hold the same cell ({strategy}, seed {seed}, class order "
+                            f"{m['order']}); keep one of them (move the other out of {out_dir})")
+        where[key] = folder
         rows.append(_metrics_row(m))
     target = Path(out_dir) / SUMMARY_FILE
     atomic_write_text(target, _csv_text(rows, SUMMARY_COLUMNS))
@@ -578,14 +584,22 @@ def read_run(run_dir: Path) -> RunData:
     return read_runs([run_dir])
 
 
-def accuracy_matrix(data: RunData, run: str, strategy: str, seed: int):
-    """R as a T x T numpy array for one cell."""
+def accuracy_matrix(data: RunData, run: str, strategy: str, seed: int, order: str | None = None):
+    """R as a T x T numpy array for one cell; ``order`` (a class order's label) is needed when
+    the run holds the seed in several class orders."""
     import numpy as np
 
     a = data.accuracy
     cell = a[(a["run"] == run) & (a["strategy"] == strategy) & (a["seed"] == seed)]
+    if order is not None:
+        cell = cell[cell["order"] == order]
     if cell.empty:
-        raise UserError(f"no accuracy matrix for run {run!r}, strategy {strategy!r}, seed {seed}")
+        raise UserError(f"no accuracy matrix for run {run!r}, strategy {strategy!r}, seed {seed}"
+                        + (f", class order {order}" if order is not None else ""))
+    orders = sorted(cell["order"].astype(str).unique())
+    if len(orders) > 1:
+        raise UserError(f"run {run!r} holds {strategy!r} seed {seed} in {len(orders)} class orders "
+                        f"({', '.join(orders)}); name one")
     T = int(cell["train_exp"].max()) + 1
     R = np.full((T, T), np.nan)
     R[cell["train_exp"].to_numpy(), cell["eval_exp"].to_numpy()] = cell["accuracy"].to_numpy()

@@ -304,7 +304,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
                            f"not its own {wanted}")
     device = protocol_device(protocol.device)
     seed_everything(seed)
-    label = cell.label if protocol.orders_in_names() else f"{entry.name} seed {seed}"
+    label = cell.label if protocol.folder_order(cell) else f"{entry.name} seed {seed}"
     loggers = []
     if protocol.loggers and log_dir is not None:
         from cil.loggers import make_loggers
@@ -438,12 +438,40 @@ def settings_differences(stored: dict, new: dict, *, defaults: dict[str, Any] | 
     stored = {k: v for k, v in stored.items() if k not in IGNORED_SETTINGS + ("run",)}
     if isinstance(stored.get("stream"), dict):
         stored["stream"] = {k: v for k, v in stored["stream"].items() if k != "class_orders"}
-    a, b = flat(plain(stored)), flat(plain(new))
+    a, b = flat(_comparable(plain(stored))), flat(_comparable(plain(new)))
     for k, v in (flat(plain(defaults), "") if defaults else {}).items():
         if k not in a and k in b and b[k] == v:
             a[k] = v
     return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+
+
+def _comparable(d: dict) -> dict:
+    """A resolved config in the form two cells are compared in: each strategy with its effective
+    training settings (the shared block and its own overrides) limited to those its strategy
+    reads (``uses_training``); without loggers and resources, which never change a number."""
+    from cil.config import TRAINING_OVERRIDES
+    from cil.strategies import registry
+
+    d = dict(d)
+    shared = d.pop("training", None) or {}
+    d.pop("loggers", None)
+    strategies = {}
+    for name, entry in (d.get("strategies") or {}).items():
+        if not isinstance(entry, dict):
+            strategies[name] = entry
+            continue
+        entry = {k: v for k, v in entry.items() if k != "resources"}
+        own = {k: entry.pop(k) for k in TRAINING_OVERRIDES if k in entry}
+        try:
+            uses = registry.get(str(entry.get("strategy", name))).uses_training
+        except UserError:  # a strategy no longer registered: compare everything
+            uses = TRAINING_OVERRIDES
+        entry["training"] = {k: own.get(k, shared.get(k)) for k in uses if k in own or k in shared}
+        strategies[name] = entry
+    if "strategies" in d:
+        d["strategies"] = strategies
+    return d
 
 
 def _warn(message: str) -> None:

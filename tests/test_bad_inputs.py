@@ -305,6 +305,53 @@ def test_a_cell_finished_before_a_parameter_existed_counts_as_its_default(tmp_pa
               "ewc/seed0 was finished with other settings", f"strategies.ewc.ewc_lambda: '(absent)' -> {default * 2}")
 
 
+def test_a_shared_training_setting_counts_only_for_the_strategies_that_read_it(tmp_path, capsys):
+    """NCM reads no optimiser setting: a new learning rate leaves its finished cell valid, and
+    loggers or resources never change a number."""
+    proto = str(write(tmp_path / "p.yaml", dict(TINY, strategies={"naive": {}, "ncm": {}})))
+    out = tmp_path / "out"
+    assert main(["run", proto, "--out", str(out), "--quiet"]) == 0
+    err = run_fails(capsys, [proto, "--out", str(out), "--set", "training.lr=0.01"],
+                    "naive/seed0 was finished with other settings", "strategies.naive.training.lr: 0.001 -> 0.01")
+    assert "ncm" not in err
+    stamp = (out / "ncm" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(["run", proto, "--out", str(out), "--quiet", "--only", "ncm", "--set", "training.lr=0.01",
+                 "--set", "loggers=[csv]", "--set", "strategies.ncm.resources={cpus: 1}"]) == 0
+    assert (out / "ncm" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_a_successful_rerun_removes_the_failure_log_of_an_earlier_attempt(tmp_path):
+    proto = str(write(tmp_path / "p.yaml", TINY))
+    out = tmp_path / "out"
+    (out / "naive" / "seed0").mkdir(parents=True)
+    (out / "naive" / "seed0" / "error.log").write_text("Traceback of an earlier attempt\n")
+    assert main(["run", proto, "--out", str(out), "--quiet"]) == 0
+    assert (out / "naive" / "seed0" / "metrics.json").is_file()
+    assert not (out / "naive" / "seed0" / "error.log").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--threads", "0"], "threads must be >= 1, got 0"),
+    (["--seeds", ""], "--seeds: '' is not a training seed"),
+    (["--seeds", "0,x"], "--seeds: 'x' is not a training seed; give integers >= 0"),
+    (["--device", ""], "device: expected auto, cpu, cuda"),
+    (["--data-root", " "], "--data-root: give a folder"),
+    (["--orders", "1", "--set", "stream.class_order=shuffled"], "--orders replaces the protocol's class orders; "
+                                                                 "drop --set stream.class_order"),
+    (["--orders", "1,01"], "stream.class_orders: order1 is listed twice"),
+])
+def test_command_line_values_are_checked_not_dropped(tmp_path, capsys, args, fragment):
+    proto = str(write(tmp_path / "p.yaml", TINY))
+    run_fails(capsys, [proto, "--out", str(tmp_path / "out"), *args], fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_seeds_on_the_command_line_are_decimal(tmp_path):
+    proto = str(write(tmp_path / "p.yaml", TINY))
+    assert main(["run", proto, "--out", str(tmp_path / "out"), "--quiet", "--seeds", "010"]) == 0
+    assert [p.name for p in (tmp_path / "out" / "naive").iterdir()] == ["seed10"]  # not octal 8
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 

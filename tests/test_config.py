@@ -42,6 +42,9 @@ def test_valid_protocol_fills_defaults_and_aliases():
     ({"strategies": {}}, "strategies: expected a mapping"),
     ({"seeds": "zero"}, "seeds: expected a list"),
     ({"device": "tpu"}, "device: expected auto, cpu, cuda"),
+    ({"seeds": [0, 1, 0]}, "seeds: 0 is listed twice; list each training seed once"),
+    ({"stream": {"class_orders": ["natural", 1, 1]}}, "stream.class_orders: order1 is listed twice"),
+    ({"stream": {"class_orders": [-1]}}, "stream.class_orders[0]: expected natural, a seed (int >= 0)"),
 ])
 def test_bad_values_are_one_line_user_errors(patch, fragment):
     raw = {**BASE, **patch}

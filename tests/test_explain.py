@@ -362,3 +362,19 @@ def test_cli_explain_reports_bad_input(tmp_path, capsys) -> None:
     assert main(["explain", str(tmp_path / "m.pt"), "--dataset", "digits", "--out", str(tmp_path / "o"),
                  "--methods", "tmi,saliency"]) == 2
     assert "saliency" in capsys.readouterr().err
+
+
+def test_a_run_folder_leads_to_its_cells_model_whatever_the_folder_names_order(tmp_path) -> None:
+    from cil.errors import UserError
+    from cil.explain.experiment import resolve_checkpoint
+
+    for cell in ("varc/seed0", "varc/seed1_order1", "varc/seed2_order2", "varc/seed2_natural"):
+        (tmp_path / cell).mkdir(parents=True)
+        (tmp_path / cell / "model.pt").write_bytes(b"weights")
+    assert resolve_checkpoint(str(tmp_path), "varc", 0)[1] == tmp_path / "varc" / "seed0"
+    assert resolve_checkpoint(str(tmp_path), "varc", 1)[1] == tmp_path / "varc" / "seed1_order1"
+    with pytest.raises(UserError, match="holds 2 varc cells of seed 2 with a model"):
+        resolve_checkpoint(str(tmp_path), "varc", 2)
+    assert resolve_checkpoint(str(tmp_path / "varc" / "seed2_order2"))[1] == tmp_path / "varc" / "seed2_order2"
+    with pytest.raises(UserError, match=r"holds no varc/seed3\[_<order>\]/model.pt"):
+        resolve_checkpoint(str(tmp_path), "varc", 3)

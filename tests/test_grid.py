@@ -135,6 +135,19 @@ def test_orders_on_the_command_line_replace_the_protocols_class_orders(tmp_path,
     assert "--seeds and --orders" in capsys.readouterr().err
 
 
+def test_a_cell_has_one_folder_however_its_order_is_named(tmp_path):
+    """A protocol with one class order writes seed<k>; naming that order with --orders finds the
+    same folder, and only other orders get seed<k>_<order>."""
+    proto = str(write(tmp_path / "p.yaml", dict(SMALL, strategies={"ncm": {}})))
+    out = tmp_path / "out"
+    assert main(["run", proto, "--out", str(out), "--quiet"]) == 0
+    stamp = (out / "ncm" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(["run", proto, "--out", str(out), "--quiet", "--orders", "natural,1"]) == 0
+    assert sorted(p.name for p in (out / "ncm").iterdir()) == ["seed0", "seed0_order1"]
+    assert (out / "ncm" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert len(pd.read_csv(out / "summary.csv")) == 2
+
+
 def test_a_cell_refuses_a_stream_in_another_class_order():
     from cil.runner import run_cell
     from cil.streams import protocol_stream

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -139,6 +140,29 @@ def test_write_summary_rebuilds_from_every_cell_and_skips_incomplete(tmp_path):
         m = json.loads((results.cell_dir(tmp_path, row["strategy"], row["seed"]) / "metrics.json").read_text())
         for k in results.METRIC_NAMES + results.COST_NAMES:
             assert row[k] == pytest.approx(m[k])
+
+
+def test_one_cell_in_two_folders_is_refused_not_counted_twice(tmp_path):
+    _write(tmp_path, "naive", 0)
+    shutil.copytree(tmp_path / "naive" / "seed0", tmp_path / "naive" / "seed0_natural")  # same cell, other name
+    with pytest.raises(UserError) as exc:
+        results.write_summary(tmp_path)
+    assert "hold the same cell (naive, seed 0, class order natural); keep one" in str(exc.value)
+    assert not (tmp_path / "summary.csv").exists()
+
+
+def test_accuracy_matrix_of_a_seed_run_in_two_class_orders_needs_the_order(tmp_path):
+    mats = {}
+    for order in ("natural", "order1"):
+        mats[order] = np.tril(np.full((2, 2), 0.5 if order == "natural" else 0.7))
+        results.write_cell(tmp_path, protocol="p", strategy="naive", seed=0, order=order,
+                           accuracy_matrix=mats[order].tolist(), timings=_timings(2), metrics={},
+                           config={"name": "p", "stream": {"n_experiences": 2}, "run": {"order": order}})
+    data = results.read_run(tmp_path)
+    for order, R in mats.items():
+        np.testing.assert_allclose(results.accuracy_matrix(data, data.runs[0], "naive", 0, order), R)
+    with pytest.raises(UserError, match="in 2 class orders \\(natural, order1\\); name one"):
+        results.accuracy_matrix(data, data.runs[0], "naive", 0)
 
 
 # ------------------------------------------------------------------ reading

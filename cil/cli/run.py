@@ -65,7 +65,16 @@ def _orders(text: str | None) -> list[str | int] | None:
         else:
             raise UserError(f"--orders: {token!r} is not a class order; give natural or a shuffle seed (an integer "
                             f">= 0), comma-separated, e.g. natural,1,2")
-    return orders
+    return orders  # a repeated order is refused with the protocol's other class-order checks
+
+
+def _seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as a list of integers (each token read as a decimal number)."""
+    tokens = [t.strip() for t in text.split(",")]
+    bad = next((t for t in tokens if not t.isdigit()), None)
+    if bad is not None:
+        raise UserError(f"--seeds: {bad!r} is not a training seed; give integers >= 0, comma-separated, e.g. 0,1,2")
+    return [int(t) for t in tokens]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -73,13 +82,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cil.grid import run_protocol
 
     overrides = list(args.set or [])
-    if args.seeds:
-        overrides.append(f"seeds=[{args.seeds}]")
-    if args.device:
+    if args.seeds is not None:
+        overrides.append(f"seeds={json.dumps(_seeds(args.seeds))}")
+    if args.device is not None:
         overrides.append(f"device={json.dumps(args.device)}")
-    if args.threads:
+    if args.threads is not None:
         overrides.append(f"threads={args.threads}")
-    if args.data_root:
+    if args.data_root is not None:
+        if not args.data_root.strip():
+            raise UserError("--data-root: give a folder (or leave the option out for $CIL_DATA or ~/.cache/varc-cil/data)")
         overrides.append(f"data_root={json.dumps(args.data_root)}")
     protocol, _ = load_protocol(args.protocol, overrides=overrides, class_orders=_orders(args.orders))
     if args.only is not None:

@@ -38,10 +38,16 @@ def resolve_checkpoint(path: str, strategy: str = "varc", seed: int = 0) -> tupl
     if p.is_file():
         return p, None
     if p.is_dir():
-        for cell in (p, p / strategy / f"seed{seed}"):
-            if (cell / "model.pt").is_file():
-                return cell / "model.pt", cell
-        raise UserError(f"{path!r} holds no {strategy}/seed{seed}/model.pt; run a protocol with the "
+        if (p / "model.pt").is_file():
+            return p / "model.pt", p
+        cells = [p / strategy / f"seed{seed}"] + sorted((p / strategy).glob(f"seed{seed}_*"))  # _<order>
+        found = [c for c in cells if (c / "model.pt").is_file()]
+        if len(found) > 1:
+            raise UserError(f"{path!r} holds {len(found)} {strategy} cells of seed {seed} with a model "
+                            f"({', '.join(c.name for c in found)}); pass one cell folder, e.g. {found[0]}")
+        if found:
+            return found[0] / "model.pt", found[0]
+        raise UserError(f"{path!r} holds no {strategy}/seed{seed}[_<order>]/model.pt; run a protocol with the "
                         f"'{strategy}' strategy into it, or pass --strategy/--seed of a cell that has one")
     raise UserError(f"{path!r} does not exist; give a VAR checkpoint file or a run folder")
 
