@@ -1,7 +1,9 @@
 """Loggers researchers already use, per cell: TensorBoard and CSV (Avalanche's own), and
 Weights & Biases (a small logger of this suite's over wandb's public API, since Avalanche 0.6's
 WandBLogger breaks with current wandb). A protocol asks for them with
-``loggers: [tensorboard, csv, wandb]``; each cell logs under ``<cell>/logs/<logger>/``.
+``loggers: [tensorboard, csv, wandb]``; each cell logs under ``<cell>/logs/<logger>/``. A
+resumed or rerun cell's earlier CSV files move to ``logs/csv.previous<N>/`` (Avalanche's CSV
+logger starts its files afresh); TensorBoard adds the new events beside the old ones.
 
 With loggers, the evaluator also records per-epoch training loss and accuracy (strategies that
 train by SGD) besides the per-experience test accuracies every run records; without them
@@ -46,6 +48,10 @@ def make_loggers(names: list[str], log_dir: Path, *, run_name: str, config: dict
         elif name == "csv":
             from avalanche.logging import CSVLogger
 
+            if any(folder.iterdir()):  # Avalanche's CSVLogger rewrites its files: keep a resumed cell's rows
+                n = next(k for k in range(1, 10_000) if not (folder.parent / f"csv.previous{k}").exists())
+                folder.rename(folder.parent / f"csv.previous{n}")
+                folder.mkdir()
             out.append(CSVLogger(log_folder=str(folder)))
         elif name == "wandb":
             out.append(_wandb_logger(folder, run_name=run_name, config=config or {}))

@@ -30,6 +30,20 @@ def test_tensorboard_and_csv_logs_for_an_sgd_strategy_and_for_varc(tmp_path):
     assert config["loggers"] == ["tensorboard", "csv"]
 
 
+def test_a_rerun_cell_keeps_its_earlier_csv_logs(tmp_path):
+    proto = {"name": "logs", "dataset": "digits", "stream": {"n_experiences": 2},
+             "training": {"epochs": 1, "backbone_args": {"hidden": [16]}}, "loggers": ["csv"],
+             "strategies": {"naive": {}}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(proto))
+    logs = tmp_path / "out" / "naive" / "seed0" / "logs"
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    first = (logs / "csv" / "eval_results.csv").read_text()
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--force"]) == 0
+    assert (logs / "csv.previous1" / "eval_results.csv").read_text() == first
+    assert len((logs / "csv" / "eval_results.csv").read_text().splitlines()) == len(first.splitlines())
+
+
 def test_unknown_or_missing_loggers_are_one_line_errors(monkeypatch):
     base = {"name": "p", "strategies": {"naive": {}}}
     with pytest.raises(UserError, match="loggers: unknown logger 'mlflow'; choose from tensorboard, csv, wandb"):
