@@ -131,6 +131,26 @@ def test_naive_forgets_and_cumulative_does_not(small_digits):
     assert np.mean(cumulative[-1]) > np.mean(naive[-1])
 
 
+def test_si_protects_old_weights_on_cpu(small_digits):
+    """Avalanche's SI plugin keeps its weight snapshots as views on CPU, so its penalty was
+    always zero and SI trained exactly as naive; with copies, a strong penalty holds on to
+    experience 0 where fine-tuning loses it."""
+    stream = _stream(small_digits)
+    runs = {}
+    for name, params in (("naive", {}), ("si", {"si_lambda": 10000.0})):
+        _seed(0)
+        strategy = registry.build(name, _context(small_digits, epochs=5), params)
+        runs[name] = _train_eval(strategy, stream)
+        if name == "si":
+            plugin = next(p for p in strategy.plugins if type(p).__name__ == "CopyingSynapticIntelligencePlugin")
+            live = {p.data_ptr() for p in strategy.model.parameters()}
+            assert not {a.data.data_ptr() for a in plugin.ewc_data[0].values()} & live
+            assert sum(float(w.data.abs().sum()) for w in plugin.ewc_data[1].values()) > 0  # importance
+    naive, si = runs["naive"], runs["si"]
+    assert naive[-1][0] < naive[0][0] - 0.5
+    assert si[-1][0] > naive[-1][0] + 0.3
+
+
 def test_registry_rejects_unknown_keys_and_wrong_types():
     with pytest.raises(UserError) as exc:
         registry.validate_params("ewc", {"lambda": 10.0})

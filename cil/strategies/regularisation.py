@@ -52,10 +52,37 @@ def build_si(
     eps: PositiveFloat = 1e-3,  # same file ('si_eps'); damping of the importance denominator
 ) -> SupervisedTemplate:
     """Synaptic Intelligence (Zenke, Poole & Ganguli 2017, ICML): per-weight importance is the
-    path integral of gradient times update, and a quadratic penalty protects important weights."""
-    from avalanche.training import SynapticIntelligence
+    path integral of gradient times update, and a quadratic penalty protects important weights.
+    Avalanche's strategy with its plugin's weight snapshot fixed for CPU (see _si_plugin)."""
+    from avalanche.training.templates import SupervisedTemplate
 
-    return SynapticIntelligence(**ctx.template_kwargs(ctx.make_model()), si_lambda=si_lambda, eps=eps)
+    kwargs = ctx.template_kwargs(ctx.make_model())
+    kwargs["plugins"] = [*(kwargs["plugins"] or []), _si_plugin(si_lambda=si_lambda, eps=eps)]
+    return SupervisedTemplate(**kwargs)
+
+
+def _si_plugin(*, si_lambda: float, eps: float):
+    """Avalanche 0.6's SynapticIntelligencePlugin with one fix. It keeps weights as
+    ``param.detach().cpu().flatten()``, which copies only from a GPU: on CPU both the weights
+    before each step and the anchor at the start of an experience are views of the live
+    parameters. The optimiser's in-place step moves them too, so every step measures no
+    change (the importance stays zero) and the penalty's distance to the anchor is always
+    zero: SI trains exactly as naive fine-tuning. This subclass makes both snapshots copies;
+    everything else is Avalanche's."""
+    from avalanche.training.plugins import SynapticIntelligencePlugin
+
+    class CopyingSynapticIntelligencePlugin(SynapticIntelligencePlugin):
+        def before_training_exp(self, strategy, **kwargs):
+            super().before_training_exp(strategy, **kwargs)
+            for anchor in self.ewc_data[0].values():
+                anchor.data = anchor.data.clone()
+
+        def before_training_iteration(self, strategy, **kwargs):
+            super().before_training_iteration(strategy, **kwargs)
+            for snapshot in self.syn_data["old_theta"].values():
+                snapshot.data = snapshot.data.clone()
+
+    return CopyingSynapticIntelligencePlugin(si_lambda=si_lambda, eps=eps)
 
 
 class _PerExperience(list):
