@@ -433,6 +433,11 @@ def plot_forgetting_curves(data: RunData, path: Path | None = None, *, run: str 
     return fig
 
 
+def _legend_height(n_entries: int) -> float:
+    """Inches a one-column strategy legend of ``n_entries`` needs (its title included)."""
+    return 0.9 + 0.2 * n_entries
+
+
 def _strategy_legend(ax, shown: dict[str, Line2D], same_as: dict[str, str] | None = None) -> None:
     """One legend entry per strategy, in the suite's strategy order, right of the panel; a
     strategy whose curve hides under another's says so (``same_as``)."""
@@ -490,7 +495,7 @@ def plot_average_accuracy(data: RunData, path: Path | None = None, *,
         zoom = None
     rows, cols = _grid(len(runs), 3)
     width = PAGE_WIDTH_IN if len(runs) > 1 or zoom is not None else 5.6
-    fig = _new_figure(width, 0.6 + 2.7 * rows)
+    fig = _new_figure(width, max(0.6 + 2.7 * rows, _legend_height(curves["strategy"].nunique())))
     lengths = {int(curves.loc[curves["run"] == r, "train_exp"].max()) + 1 for r in runs}
     if zoom is not None:
         axes = fig.subplots(1, 2, sharex=True, squeeze=False).ravel()
@@ -869,7 +874,8 @@ def plot_robustness_severity(data: RunData, path: Path | None = None, *,
     styles = _styles(data, styles)
     runs = [r for r in data.runs if (stats["run"] == r).any()]
     rows, cols = _grid(len(runs), 3)
-    fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 5.6, 0.6 + 2.7 * rows)
+    fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 5.6,
+                      max(0.6 + 2.7 * rows, _legend_height(stats["strategy"].nunique())))
     axes = fig.subplots(rows, cols, sharey=True, sharex=True, squeeze=False).ravel()
     shown: dict[str, Line2D] = {}
     for ax, run in zip(axes, runs):
