@@ -136,11 +136,7 @@ class Protocol:
 
     def class_orders(self) -> list[ClassOrder]:
         """The class orders of the grid (one, unless ``stream.class_orders`` lists several)."""
-        s = self.stream
-        if s.class_orders is None:
-            return [_class_order(s.class_order, s.class_order_seed, 0)]
-        return [_class_order("shuffled" if isinstance(o, int) else o, o if isinstance(o, int) else 0, i)
-                for i, o in enumerate(s.class_orders)]
+        return _stream_orders(self.stream)
 
     def folder_order(self, cell: Cell) -> str | None:
         """The class order in the cell's folder name and label: None for the file's single class
@@ -148,6 +144,10 @@ class Protocol:
         however the run names its orders (the file's list or ``cil run --orders``), so a run of
         part of a grid writes where the whole grid's run looks."""
         return None if cell.order.label == self.plain_order else cell.order.label
+
+    def cell_name(self, cell: Cell) -> str:
+        """How logs name a cell: with its class order where its folder names one."""
+        return cell.label if self.folder_order(cell) else f"{cell.entry.name} seed {cell.seed}"
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid: seeds x class orders (crossed) or pairwise (paired), each with
@@ -163,6 +163,19 @@ class Protocol:
         stream = dataclasses.replace(self.stream, class_order=cell.order.order, class_order_seed=cell.order.seed,
                                      class_orders=None)
         return dataclasses.replace(self, stream=stream, strategies=[cell.entry])
+
+
+def _stream_orders(s: StreamConfig) -> list[ClassOrder]:
+    """The class orders a stream section names: its list, or its single order."""
+    if s.class_orders is None:
+        return [_class_order(s.class_order, s.class_order_seed, 0)]
+    return [_class_order("shuffled" if isinstance(o, int) else o, o if isinstance(o, int) else 0, i)
+            for i, o in enumerate(s.class_orders)]
+
+
+def _plain_order(s: StreamConfig) -> str | None:
+    """The label of a stream section's single class order (None when it lists several)."""
+    return _stream_orders(s)[0].label if s.class_orders is None else None
 
 
 def _class_order(order: str | list[int], seed: int, index: int) -> ClassOrder:
@@ -230,8 +243,7 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
             if (isinstance(o, str) and o != "natural") or (isinstance(o, int) and o < 0):
                 raise UserError(f"stream.class_orders[{i}]: expected natural, a seed (int >= 0) or a list of "
                                 f"class ids, got {o!r}")
-        labels = [_class_order("shuffled" if isinstance(o, int) else o, o if isinstance(o, int) else 0, i).label
-                  for i, o in enumerate(stream.class_orders)]
+        labels = [o.label for o in _stream_orders(stream)]
         twice = next((x for x in labels if labels.count(x) > 1), None)
         if twice is not None:
             raise UserError(f"stream.class_orders: {twice} is listed twice; list each class order once")
@@ -288,8 +300,7 @@ def protocol_from_dict(raw: Any, *, default_name: str = "protocol") -> Protocol:
                     data_root=coerce(raw.get("data_root"), str | None, "data_root"),
                     stream=stream, training=training, seeds=seeds, device=device, threads=threads,
                     strategies=entries, pairing=pairing, robustness=robustness, loggers=loggers,
-                    plain_order=None if stream.class_orders is not None else
-                    _class_order(stream.class_order, stream.class_order_seed, 0).label)
+                    plain_order=_plain_order(stream))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -409,9 +420,7 @@ def load_protocol(name_or_path: str, *, overrides: list[str] | None = None,
     if set_order:
         raise UserError(f"--orders replaces the protocol's class orders; drop --set stream.{set_order[0]}=... "
                         "(or --orders)")
-    file_stream = _build(StreamConfig, raw.get("stream"), "stream")  # the file's own single order, if any
-    plain = None if file_stream.class_orders is not None else \
-        _class_order(file_stream.class_order, file_stream.class_order_seed, 0).label
+    plain = _plain_order(_build(StreamConfig, raw.get("stream"), "stream"))  # the file's own single order
     stream = {k: v for k, v in (raw.get("stream") or {}).items() if k not in ("class_order", "class_order_seed")}
     raw = {**raw, "stream": {**stream, "class_orders": list(class_orders)}}
     return dataclasses.replace(protocol_from_dict(raw, default_name=path.stem), plain_order=plain), raw

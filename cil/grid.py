@@ -140,7 +140,7 @@ def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callab
     todo = []
     defaults = strategy_defaults(protocol)
     for cell in protocol.cells():
-        folder_order = _folder_order(protocol, cell)
+        folder_order = protocol.folder_order(cell)
         if force or not results.cell_done(out_dir, cell.entry.name, cell.seed, folder_order):
             todo.append(cell)
             continue
@@ -152,17 +152,8 @@ def _cells_to_run(protocol: Protocol, out_dir: Path, *, force: bool, log: Callab
             raise UserError(f"{folder} was finished with other settings ({'; '.join(diffs[:3])}{more}); "
                             "rerun with --force to replace it, or choose another --out")
         if log is not None:
-            log(f"[{_name(protocol, cell)}] already done with the same settings, skipping (use --force to rerun)")
+            log(f"[{protocol.cell_name(cell)}] already done with the same settings, skipping (use --force to rerun)")
     return todo
-
-
-def _folder_order(protocol: Protocol, cell: Cell) -> str | None:
-    """The class order in the cell's folder name (see :meth:`Protocol.folder_order`)."""
-    return protocol.folder_order(cell)
-
-
-def _name(protocol: Protocol, cell: Cell) -> str:
-    return cell.label if protocol.folder_order(cell) else f"{cell.entry.name} seed {cell.seed}"
 
 
 def _cell_stream(protocol: Protocol, order: ClassOrder):
@@ -196,7 +187,7 @@ class _Writer:
     def folder(self, cell: Cell) -> Path:
         from cil import results
 
-        return results.cell_dir(self.out_dir, cell.entry.name, cell.seed, _folder_order(self.protocol, cell))
+        return results.cell_dir(self.out_dir, cell.entry.name, cell.seed, self.protocol.folder_order(cell))
 
     def run_here(self, cell: Cell, dataset, stream, *, force: bool) -> None:
         """Run one cell in this process (the serial path)."""
@@ -219,7 +210,7 @@ class _Writer:
 
         cell = record.cell
         results.write_cell(self.out_dir, protocol=self.protocol.name, strategy=cell.entry.name, seed=cell.seed,
-                           order=_folder_order(self.protocol, cell), accuracy_matrix=record.rows,
+                           order=self.protocol.folder_order(cell), accuracy_matrix=record.rows,
                            timings=record.timings, metrics=record.metrics, config=record.config,
                            inference=record.inference, files={"model.pt": record.model} if record.model else None,
                            robustness=record.robustness)
@@ -227,14 +218,14 @@ class _Writer:
         (self.folder(cell) / "error.log").unlink(missing_ok=True)  # an earlier attempt's failure is over
         if self.log is not None:
             took = f" ({seconds:.1f} s)" if seconds is not None else ""
-            self.log(f"[{_name(self.protocol, cell)}] final accuracy {record.metrics['final_accuracy']:.4f}, "
+            self.log(f"[{self.protocol.cell_name(cell)}] final accuracy {record.metrics['final_accuracy']:.4f}, "
                      f"forgetting {record.metrics['average_forgetting']:.4f}{took}")
 
     def failed(self, cell: Cell, exc: BaseException, details: str) -> None:
         """Report a failed cell in one line and keep its traceback in the cell's error.log."""
         from cil.results import atomic_write_text
 
-        line = f"{_name(self.protocol, cell)} ({_one_line(exc)})"
+        line = f"{self.protocol.cell_name(cell)} ({_one_line(exc)})"
         self.failures.append(line)
         log_file = self.folder(cell) / "error.log"
         atomic_write_text(log_file, details)
@@ -274,7 +265,7 @@ def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: b
         raise UserError(f"loggers ({', '.join(protocol.loggers)}) write into the run folder, which this Ray node "
                         "does not share with the driver; share the folder (e.g. a network filesystem) or "
                         "drop `loggers:`")
-    folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, _folder_order(protocol, cell))
+    folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, protocol.folder_order(cell))
     with _quiet_avalanche_deprecations():
         return run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,
                         force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command,

@@ -294,7 +294,6 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     from cil.metrics import summarize
     from cil.strategies import registry
     from cil.strategies.base import capabilities
-
     from cil.streams import resolve_class_order
 
     entry, seed = cell.entry, cell.seed
@@ -304,7 +303,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
                            f"not its own {wanted}")
     device = protocol_device(protocol.device)
     seed_everything(seed)
-    label = cell.label if protocol.folder_order(cell) else f"{entry.name} seed {seed}"
+    label = protocol.cell_name(cell)
     loggers = []
     if protocol.loggers and log_dir is not None:
         from cil.loggers import make_loggers
