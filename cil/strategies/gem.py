@@ -30,7 +30,7 @@ def build_gem(
                memory_strength=memory_strength)
 
 
-@register("agem", help="Averaged GEM (Chaudhry et al. 2019)")
+@register("agem", help="Averaged GEM (Chaudhry et al. 2019)", cost=3)
 def build_agem(
     ctx: StrategyContext,
     *,

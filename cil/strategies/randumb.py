@@ -219,7 +219,7 @@ class StreamingRFFLDA(ScoreClassifier):
 
 
 @register("randumb", help="RanDumb: random Fourier features + streaming LDA with OAS shrinkage (Prabhu et al. 2024)",
-          uses_training=("eval_mb_size",))
+          uses_training=("eval_mb_size",), cost=7)
 def build_randumb(
     ctx: StrategyContext,
     *,

@@ -39,7 +39,7 @@ def fixed_feature_extractor(features: str, image_shape: tuple[int, int, int], n_
 
 
 @register("slda", help="Streaming LDA on fixed pixel or random features (Hayes & Kanan 2020)",
-          uses_training=("train_mb_size", "eval_mb_size"), cost=5)
+          uses_training=("train_mb_size", "eval_mb_size"), cost=8)
 def build_slda(
     ctx: StrategyContext,
     *,

@@ -230,7 +230,7 @@ def _check(params: dict, *, where: str, image_shape: tuple[int, int, int] | None
         raise UserError(f"{where}.hidden: give at least one hidden width, e.g. [85, 85]")
 
 
-@register("vae_gc", check=_check, uses_training=("eval_mb_size",), cost=2,
+@register("vae_gc", check=_check, uses_training=("eval_mb_size",), cost=18,
           help="Generative classifier: one VAE per class, importance-sampled log p(x|y) (van de Ven et al. 2021)")
 def build_vae_gc(
     ctx: StrategyContext,
