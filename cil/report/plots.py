@@ -778,7 +778,10 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
     # x limits: every marker and every whisker's upper end; a whisker reaching below the
     # left edge (sd over the mean, e.g. one cell timed on a busy machine) stops at it
     x_lo, x_hi = np.nanmin(ms) / 1.25, np.nanmax(ms + sd) * 1.1
-    fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 6.2, 3.5)
+    strategies = agg.strategy_order(table["strategy"].unique())
+    # the legend: the strategies (one setting), or the settings, then a header and the strategies
+    n_entries = len(strategies) if one_setting else len(settings) + (2 + len(strategies) if len(strategies) > 1 else 0)
+    fig = _new_figure(PAGE_WIDTH_IN if len(runs) > 1 else 6.2, max(3.5, _legend_height(n_entries)))
     axes = fig.subplots(1, len(runs), sharey=True, sharex=True, squeeze=False).ravel()
     for ax, run in zip(axes, runs):
         for strat, g in table[table["run"] == run].groupby("strategy", sort=False):
@@ -815,7 +818,6 @@ def plot_inference_tradeoff(data: RunData, path: Path | None = None, *,
     axes[0].set_ylim(lo, min(axes[0].get_ylim()[1], PCT + 0.5))  # never above 100%
     axes[0].set_ylabel(_zoom_label("accuracy on the timed test images (%)", float(f"{lo:.3g}")))
     _mark_zoom(axes[0], lo)
-    strategies = agg.strategy_order(table["strategy"].unique())
     if one_setting:
         handles = [Line2D([], [], color=styles[s].color, linestyle=styles[s].linestyle, marker=styles[s].marker,
                           markeredgecolor="black", markeredgewidth=0.5, markersize=5, label=s)
