@@ -1,7 +1,8 @@
 """The ``cil`` command: the parser, ``main`` and its error handling.
 
 One module per command group adds its subcommands and does the work when they run:
-``run`` (run, list), ``data``, ``report`` (plot, report, summarize), ``varc`` and ``explain``.
+``run`` (run, list), ``data``, ``report`` (plot, report, summarize), ``varc`` and ``explain``;
+``messages`` holds what they share: warnings printed as one line each.
 Each parses arguments, calls the library and prints; library modules are imported inside the
 command functions, so ``cil --help`` stays instant. Bad input (``UserError``) is printed as one
 ``error:`` line with exit status 2, never a traceback; Ctrl-C exits with status 130, and a

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from cil.cli.messages import warnings_as_lines
 from cil.errors import UserError
 
 
@@ -113,8 +114,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     workers = _workers(args.workers, protocol.threads)
     # With --workers, a Ray cluster named by $RAY_ADDRESS takes the cells instead of a local instance.
     address = args.ray_address or (os.environ.get("RAY_ADDRESS") or None if workers is not None else None)
-    from cil.cli.report import warnings_as_lines
-
     with warnings_as_lines():
         run_protocol(protocol, out_dir=out, force=args.force, log=None if args.quiet else print,
                      workers=None if address else workers, ray_address=address, verbose=args.verbose)
