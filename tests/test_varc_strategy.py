@@ -286,6 +286,39 @@ def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
         assert acc == (res.predict(classes) == labels).float().mean().item(), text
 
 
+def test_the_scale_evidence_script_agrees_with_the_scorer(scored_var, digits_stream, monkeypatch):
+    """benchmarks/scale_evidence.py splits log p(x | y) by scale and normalises it by each class's
+    own images: its scale sums must be the scorer's scores, its statistics the class's own head's."""
+    import importlib.util
+    from pathlib import Path
+
+    from varc.classifier import score
+    from varc.train import as_image_tensor
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))  # the script imports its sibling pruning_sweep
+    spec = importlib.util.spec_from_file_location("scale_evidence", bench / "scale_evidence.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    var, images, classes = scored_var
+    ds, _ = digits_stream
+    target_B = torch.tensor([i % 4 for i in range(64)])  # any targets will do for agreement
+    ll_BCK = ev.scale_log_likelihoods(var, images, classes, batch=16)
+    assert ll_BCK.shape == (64, 4, var.num_scales)
+    plain_BC = score(var, images, classes).scores_BC
+    torch.testing.assert_close(ll_BCK.sum(-1), plain_BC, rtol=1e-5, atol=1e-3)
+    accs = ev.scale_accuracies(ll_BCK, target_B)
+    assert accs[-1][0] == (plain_BC.argmax(1) == target_B).float().mean().item()
+    assert accs[0][0] == accs[0][1]  # the first scale is both "first 1" and "scale 1 alone"
+    mean_C, std_C = ev.own_class_statistics(var, classes, ds.x_train, ds.y_train, per_class=10**6, batch=64)
+    for c, m, sd in zip(classes, mean_C, std_C):
+        own = as_image_tensor(ds.x_train[ds.y_train == c])
+        with torch.no_grad():
+            ll_B = var.log_likelihood(own, torch.full((len(own),), c))
+        torch.testing.assert_close(m, ll_B.mean(), rtol=1e-4, atol=1e-2)
+        torch.testing.assert_close(sd, ll_B.std(), rtol=1e-3, atol=1e-2)
+
+
 def _interrupted_run(tmp_path, monkeypatch, out: str):
     """Write a three-experience VARC protocol and run it into ``out``, interrupted (Ctrl-C)
     while training the third experience; returns the protocol's path."""
