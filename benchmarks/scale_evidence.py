@@ -15,6 +15,7 @@ Two scoring levers of the method issue, measured on a trained VAR classifier (th
   on those images, so the statistics are in-sample; held-out images would need heads trained
   without them.
 
+It also prints plain scoring's accuracy on each class's test images: where the errors are.
 It measures and prints; it asserts nothing.
 """
 
@@ -95,6 +96,9 @@ def main() -> None:
     ll_BC = ll_BCK.sum(-1)
     for name, s_BC in [("plain", ll_BC), ("centred", ll_BC - mean_C), ("z", (ll_BC - mean_C) / std_C)]:
         print(f"{name:<8} {(s_BC.argmax(1) == target_B).float().mean().item():.4f}")
+    pred_B = ll_BC.argmax(1)
+    print("plain accuracy per class:               ",
+          " ".join(f"{(pred_B[target_B == i] == i).float().mean().item():.3f}" for i in range(len(classes))))
     print("own-class log-likelihood mean per class:", " ".join(f"{m:.1f}" for m in mean_C.tolist()))
     print("own-class log-likelihood sd per class:  ", " ".join(f"{s:.1f}" for s in std_C.tolist()))
 
