@@ -319,6 +319,34 @@ def test_the_scale_evidence_script_agrees_with_the_scorer(scored_var, digits_str
         torch.testing.assert_close(sd, ll_B.std(), rtol=1e-3, atol=1e-2)
 
 
+def test_a_restored_checkpoint_keeps_the_likelihood_memo(digits_stream, monkeypatch):
+    """A run resumed from a checkpoint scores again nothing the interrupted run had scored: the
+    memo of old classes' log-likelihoods travels in the checkpoint, through the runner's
+    ``torch.save`` / ``torch.load(weights_only=True)``."""
+    import io
+
+    import varc.classifier as vc
+
+    ds, stream = digits_stream
+    strategy = make_strategy(ds)
+    for exp in stream.benchmark.train_stream[:2]:
+        strategy.train(exp)
+    x_BCHW = torch.as_tensor(ds.x_test[:32]).float().div(255)[:, None]
+    before = strategy.classifier.scores(x_BCHW)
+    buffer = io.BytesIO()
+    torch.save(strategy.classifier.state_dict(), buffer)
+    buffer.seek(0)
+    restored = make_strategy(ds).classifier
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert len(restored.memo.rows) == 32
+    calls, score = [], vc.score
+    monkeypatch.setattr(vc, "score", lambda *a, **k: calls.append(a[2]) or score(*a, **k))
+    assert torch.equal(restored.scores(x_BCHW), before)
+    assert calls == []  # nothing scored again
+    restored.memo.clear()
+    assert torch.equal(restored.scores(x_BCHW), before) and calls  # and the check can fail
+
+
 def _interrupted_run(tmp_path, monkeypatch, out: str):
     """Write a three-experience VARC protocol and run it into ``out``, interrupted (Ctrl-C)
     while training the third experience; returns the protocol's path."""

@@ -117,7 +117,8 @@ class LikelihoodMemo:
     """log p(x|y) of the images already scored, per class, keyed by the image's bytes.
 
     Valid while the scored classes' parameters do not change: the owner clears it whenever
-    they may (the first experience, ``trunk: finetune``, a restored checkpoint)."""
+    they may (the first experience, ``trunk: finetune``) and saves it with its checkpoints, so
+    a resumed run does not score again what the interrupted one had scored."""
 
     def __init__(self, n_classes: int) -> None:
         self.n_classes = n_classes
@@ -125,6 +126,23 @@ class LikelihoodMemo:
 
     def clear(self) -> None:
         self.rows.clear()
+
+    def state(self) -> dict:
+        """Tensors only (a checkpoint loads with ``weights_only``): digests [N, 16] uint8, rows [N, n_classes]."""
+        import torch
+
+        keys = list(self.rows)
+        digests = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), 16) if keys \
+            else torch.zeros(0, 16, dtype=torch.uint8)
+        rows = torch.stack([self.rows[k] for k in keys]) if keys else torch.zeros(0, self.n_classes)
+        return {"digests": digests, "rows": rows}
+
+    def load(self, state: dict) -> None:
+        """Restore what :meth:`state` saved, for a model restored from the same checkpoint."""
+        digests, rows = state["digests"], state["rows"]
+        if rows.dim() != 2 or rows.shape[1] != self.n_classes or len(digests) != len(rows):
+            raise ValueError(f"likelihood memo of {tuple(rows.shape)} rows does not fit {self.n_classes} classes")
+        self.rows = {bytes(d.tolist()): r.clone() for d, r in zip(digests, rows)}
 
     @staticmethod
     def keys(x_BCHW) -> list[bytes]:
@@ -286,7 +304,8 @@ class VARClassifier(ScoreClassifier):
     # -- checkpoints (the runner resumes an interrupted protocol from these) ------------------------
     def state_dict(self) -> dict:
         return {"var": {k: v.detach().cpu() for k, v in self.var.state_dict().items()},
-                "classes": list(self.var.classes), "counts": dict(self.counts), "exp_index": self.exp_index}
+                "classes": list(self.var.classes), "counts": dict(self.counts), "exp_index": self.exp_index,
+                "memo": self.memo.state()}  # a resumed run re-scores nothing it had scored
 
     def load_state_dict(self, state: dict) -> None:
         self.var.add_classes(state["classes"])
@@ -295,6 +314,8 @@ class VARClassifier(ScoreClassifier):
         self.counts = {int(k): int(v) for k, v in state["counts"].items()}
         self.exp_index = int(state["exp_index"])
         self.memo.clear()
+        if "memo" in state:  # checkpoints written before the memo was saved have none
+            self.memo.load(state["memo"])
 
     def model_bytes(self) -> bytes:
         """The trained VARModel's file (model.pt beside the results, for `cil explain RUN_DIR`)."""
