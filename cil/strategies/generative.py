@@ -120,6 +120,8 @@ class LikelihoodMemo:
     they may (the first experience, ``trunk: finetune``) and saves it with its checkpoints, so
     a resumed run does not score again what the interrupted one had scored."""
 
+    DIGEST_BYTES = 16
+
     def __init__(self, n_classes: int) -> None:
         self.n_classes = n_classes
         self.rows: dict[bytes, "torch.Tensor"] = {}  # image digest -> [n_classes] float32, NaN = not scored
@@ -128,12 +130,12 @@ class LikelihoodMemo:
         self.rows.clear()
 
     def state(self) -> dict:
-        """Tensors only (a checkpoint loads with ``weights_only``): digests [N, 16] uint8, rows [N, n_classes]."""
+        """Tensors only (a checkpoint loads with ``weights_only``): digests [N, DIGEST_BYTES] uint8,
+        rows [N, n_classes]."""
         import torch
 
         keys = list(self.rows)
-        digests = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), 16) if keys \
-            else torch.zeros(0, 16, dtype=torch.uint8)
+        digests = torch.tensor(list(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), self.DIGEST_BYTES)
         rows = torch.stack([self.rows[k] for k in keys]) if keys else torch.zeros(0, self.n_classes)
         return {"digests": digests, "rows": rows}
 
@@ -149,7 +151,7 @@ class LikelihoodMemo:
         import hashlib
 
         flat = x_BCHW.detach().to("cpu", copy=False).contiguous().reshape(x_BCHW.shape[0], -1).numpy()
-        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+        return [hashlib.blake2b(row.tobytes(), digest_size=LikelihoodMemo.DIGEST_BYTES).digest() for row in flat]
 
     def scores(self, x_BCHW, classes: list[int], compute) -> "torch.Tensor":
         """[B, len(classes)] log-likelihoods; ``compute(x_bCHW, some_classes)`` scores what is missing."""
@@ -313,9 +315,10 @@ class VARClassifier(ScoreClassifier):
         self.var.freeze_tokenizer()
         self.counts = {int(k): int(v) for k, v in state["counts"].items()}
         self.exp_index = int(state["exp_index"])
-        self.memo.clear()
-        if "memo" in state:  # checkpoints written before the memo was saved have none
+        if "memo" in state:
             self.memo.load(state["memo"])
+        else:  # a checkpoint written before the memo was saved
+            self.memo.clear()
 
     def model_bytes(self) -> bytes:
         """The trained VARModel's file (model.pt beside the results, for `cil explain RUN_DIR`)."""
