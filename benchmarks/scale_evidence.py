@@ -30,19 +30,16 @@ from cil.config import load_protocol
 from cil.data import load_dataset
 from cil.strategies.generative import report_order
 from pruning_sweep import test_set
+from varc.explain import scale_log_likelihoods
 from varc.model import VARModel
 from varc.train import as_image_tensor
 
 
-def scale_log_likelihoods(model: VARModel, images: torch.Tensor, classes: list[int], batch: int) -> torch.Tensor:
-    """log p(x | y) of every image under every class, scale by scale: [B, C, K]."""
-    starts = [0] + model.scale_ends[:-1]
-    parts = []
+def per_scale_log_likelihoods(model: VARModel, images: torch.Tensor, classes: list[int], batch: int) -> torch.Tensor:
+    """log p(x | y) of every image under every class, scale by scale: [B, C, K], ``batch`` images at a time."""
     with torch.no_grad():
-        for s in range(0, len(images), batch):
-            lp_BCL = model.class_token_log_probs(images[s:s + batch], classes)
-            parts.append(torch.stack([lp_BCL[..., a:b].sum(-1) for a, b in zip(starts, model.scale_ends)], -1))
-    return torch.cat(parts)
+        return torch.cat([scale_log_likelihoods(model.class_token_log_probs(images[s:s + batch], classes),
+                                                model.scale_ends) for s in range(0, len(images), batch)])
 
 
 def scale_accuracies(ll_BCK: torch.Tensor, target_B: torch.Tensor) -> list[tuple[float, float]]:
@@ -61,7 +58,7 @@ def own_class_statistics(model: VARModel, classes: list[int], x_train: np.ndarra
     for c in classes:
         idx = np.flatnonzero(y_train == c)
         idx = rng.choice(idx, min(per_class, len(idx)), replace=False)
-        ll_B = scale_log_likelihoods(model, as_image_tensor(x_train[idx]), [c], batch)[:, 0].sum(-1)
+        ll_B = per_scale_log_likelihoods(model, as_image_tensor(x_train[idx]), [c], batch)[:, 0].sum(-1)
         means.append(ll_B.mean())
         stds.append(ll_B.std())
     return torch.stack(means), torch.stack(stds)
@@ -86,7 +83,7 @@ def main() -> None:
     keep = report_order(len(labels))[: args.limit]
     images, labels = images[keep], labels[keep]
     target_B = torch.searchsorted(torch.tensor(classes), labels)
-    ll_BCK = scale_log_likelihoods(model, images, classes, args.batch)
+    ll_BCK = per_scale_log_likelihoods(model, images, classes, args.batch)
     print(f"{args.checkpoint}: {len(labels)} test images of {source}, classes {classes}, scales {model.patch_nums}")
     print(f"{'scales':<8} {'first k':>8} {'k alone':>8}")
     for k, (first, alone) in enumerate(scale_accuracies(ll_BCK, target_B), start=1):

@@ -234,15 +234,25 @@ def test_margin_stages_keep_only_candidates_close_to_the_best(scored_var):
             parse_schedule(bad, var.num_scales)
 
 
-def _pruning_sweep():
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module (its sibling scripts importable, as when it runs)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "pruning_sweep", Path(__file__).resolve().parent.parent / "benchmarks" / "pruning_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
-    return sweep
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(bench))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench))
+    return module
+
+
+def _pruning_sweep():
+    return _benchmark("pruning_sweep")
 
 
 def test_the_pruning_sweep_times_the_reports_images_and_searches_on_others(digits_stream, monkeypatch):
@@ -286,24 +296,17 @@ def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
         assert acc == (res.predict(classes) == labels).float().mean().item(), text
 
 
-def test_the_scale_evidence_script_agrees_with_the_scorer(scored_var, digits_stream, monkeypatch):
+def test_the_scale_evidence_script_agrees_with_the_scorer(scored_var, digits_stream):
     """benchmarks/scale_evidence.py splits log p(x | y) by scale and normalises it by each class's
     own images: its scale sums must be the scorer's scores, its statistics the class's own head's."""
-    import importlib.util
-    from pathlib import Path
-
     from varc.classifier import score
     from varc.train import as_image_tensor
 
-    bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    monkeypatch.syspath_prepend(str(bench))  # the script imports its sibling pruning_sweep
-    spec = importlib.util.spec_from_file_location("scale_evidence", bench / "scale_evidence.py")
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
+    ev = _benchmark("scale_evidence")
     var, images, classes = scored_var
     ds, _ = digits_stream
     target_B = torch.tensor([i % 4 for i in range(64)])  # any targets will do for agreement
-    ll_BCK = ev.scale_log_likelihoods(var, images, classes, batch=16)
+    ll_BCK = ev.per_scale_log_likelihoods(var, images, classes, batch=16)
     assert ll_BCK.shape == (64, 4, var.num_scales)
     plain_BC = score(var, images, classes).scores_BC
     torch.testing.assert_close(ll_BCK.sum(-1), plain_BC, rtol=1e-5, atol=1e-3)
