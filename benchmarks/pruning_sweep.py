@@ -37,6 +37,7 @@ from cil.strategies.base import stream_test_images
 from cil.strategies.generative import report_order
 from cil.streams import protocol_stream
 from varc.classifier import ScoringConfig, parse_schedule, score
+from varc.explain import scale_log_likelihoods
 from varc.model import VARModel
 from varc.train import as_image_tensor
 
@@ -120,6 +121,11 @@ def parse_stages(text: str) -> list[list]:
     return out
 
 
+def prefix_log_likelihoods(lp_BCL: torch.Tensor, ends: list[int]) -> torch.Tensor:
+    """log p(r_<=k | y) for every image, class and scale k: [B, C, K], what pruning after scale k sees."""
+    return scale_log_likelihoods(lp_BCL, ends).cumsum(-1)
+
+
 def replay(cum_BCK: torch.Tensor, target_B: torch.Tensor, ends: list[int], stages: list[tuple]) -> tuple[float, float]:
     """Accuracy and token-forwards per image of a schedule [(m, keep, margin|None), ...], from
     prefix log-likelihoods [B, C, K]; the same decisions as ``varc.classifier.score``."""
@@ -153,7 +159,7 @@ def replay(cum_BCK: torch.Tensor, target_B: torch.Tensor, ends: list[int], stage
 def search(model: VARModel, images: torch.Tensor, labels: torch.Tensor, batch: int, max_drop: float) -> None:
     classes, K = model.classes, model.num_scales
     lp_BCL = torch.cat([model.class_token_log_probs(images[s:s + batch], classes) for s in range(0, len(labels), batch)])
-    cum_BCK = torch.stack([lp_BCL[..., :e].sum(-1) for e in model.scale_ends], -1)
+    cum_BCK = prefix_log_likelihoods(lp_BCL, model.scale_ends)
     target_B = torch.searchsorted(torch.tensor(classes), labels)
     full_acc, full_cost = replay(cum_BCK, target_B, model.scale_ends, [])
     C = len(classes)

@@ -286,7 +286,7 @@ def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
     labels = torch.tensor([classes[i % 4] for i in range(64)])  # any labels will do for agreement
     with torch.no_grad():
         lp_BCL = var.class_token_log_probs(images, classes)
-    cum_BCK = torch.stack([lp_BCL[..., :e].sum(-1) for e in var.scale_ends], -1)
+    cum_BCK = sweep.prefix_log_likelihoods(lp_BCL, var.scale_ends)
     target_B = torch.searchsorted(torch.tensor(classes), labels)
     for text in ["2:3", "1:3,3:2", "2:3@2", "1:3@4,3:2@1", "2:1"]:
         stages = parse_schedule(sweep.parse_stages(text), var.num_scales)
