@@ -15,7 +15,9 @@ Two scoring levers of the method issue, measured on a trained VAR classifier (th
   on those images, so the statistics are in-sample; held-out images would need heads trained
   without them.
 
-It also prints plain scoring's accuracy on each class's test images: where the errors are.
+It also prints plain scoring's accuracy on each class's test images (where the errors are), and
+each class's mean log-likelihood under its own head on its training images and on its test
+images: how far each head's density generalises beyond the images it was fitted to.
 It measures and prints; it asserts nothing.
 """
 
@@ -98,6 +100,8 @@ def main() -> None:
           " ".join(f"{(pred_B[target_B == i] == i).float().mean().item():.3f}" for i in range(len(classes))))
     print("own-class log-likelihood mean per class:", " ".join(f"{m:.1f}" for m in mean_C.tolist()))
     print("own-class log-likelihood sd per class:  ", " ".join(f"{s:.1f}" for s in std_C.tolist()))
+    test_mean_C = torch.stack([ll_BC[target_B == i, i].mean() for i in range(len(classes))])
+    print("... on its own test images, mean:        ", " ".join(f"{m:.1f}" for m in test_mean_C.tolist()))
 
 
 if __name__ == "__main__":
