@@ -405,3 +405,24 @@ def test_bad_settings_are_user_errors(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: strategies.varc") and "num_scales" in err
+
+
+def test_the_tokenizer_coverage_script_reports_every_class_for_every_setting(monkeypatch, capsys):
+    """benchmarks/tokenizer_coverage.py: one row per tokenizer it trains (each epoch count on the
+    first classes, then the every-class reference), each with one MSE per class; bad input is
+    refused with a line that says what is expected."""
+    import sys
+
+    cov = _benchmark("tokenizer_coverage")
+    monkeypatch.setattr(sys, "argv", ["tokenizer_coverage.py", "--dataset", "digits", "--first", "0,1",
+                                      "--epochs", "1,2", "--all-classes", "1", "--per-class", "8"])
+    cov.main()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[:3] for r in rows] == [["first", "classes", "1"], ["first", "classes", "2"], ["every", "class", "1"]]
+    for r in rows:
+        mse = [float(v) for v in r[4:]]
+        assert len(mse) == 11 and all(m >= 0 for m in mse)  # ten classes, then the later classes' mean
+        assert mse[-1] == pytest.approx(sum(mse[2:10]) / 8, abs=2e-4)
+    monkeypatch.setattr(sys, "argv", ["tokenizer_coverage.py", "--dataset", "digits", "--first", "0,1,2,3,4,5,6,7,8,9"])
+    with pytest.raises(SystemExit, match="some \\(not all\\)"):
+        cov.main()
