@@ -251,16 +251,12 @@ def _benchmark(name: str):
     return module
 
 
-def _pruning_sweep():
-    return _benchmark("pruning_sweep")
-
-
 def test_the_pruning_sweep_times_the_reports_images_and_searches_on_others(digits_stream, monkeypatch):
     """With --protocol, the sweep's timed images are the ones the run's inference report timed,
     and its search images are none of them (a schedule is not chosen on the images that judge it)."""
     from cil.strategies.generative import report_order
 
-    sweep = _pruning_sweep()
+    sweep = _benchmark("pruning_sweep")
     ds, stream = digits_stream
     strategy = make_strategy(ds, report_limit=100)
     seen = []
@@ -281,7 +277,7 @@ def test_the_pruning_sweep_replays_the_scorers_decisions(scored_var):
     replay must agree with the real scorer on accuracy and cost."""
     from varc.classifier import ScoringConfig, parse_schedule, score
 
-    sweep = _pruning_sweep()
+    sweep = _benchmark("pruning_sweep")
     var, images, classes = scored_var
     labels = torch.tensor([classes[i % 4] for i in range(64)])  # any labels will do for agreement
     with torch.no_grad():
