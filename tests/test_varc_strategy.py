@@ -413,7 +413,9 @@ def test_the_tokenizer_coverage_script_reports_every_class_for_every_setting(mon
     monkeypatch.setattr(sys, "argv", ["tokenizer_coverage.py", "--dataset", "digits", "--first", "0,1",
                                       "--epochs", "1,2", "--all-classes", "1", "--per-class", "8"])
     cov.main()
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    out = capsys.readouterr().out
+    assert "batch 64, lr 0.002;" in out.splitlines()[0]  # the VARC strategy's own defaults
+    rows = [line.split() for line in out.splitlines()[2:]]
     assert [r[:3] for r in rows] == [["first", "classes", "1"], ["first", "classes", "2"], ["every", "class", "1"]]
     for r in rows:
         mse = [float(v) for v in r[4:]]
@@ -421,4 +423,7 @@ def test_the_tokenizer_coverage_script_reports_every_class_for_every_setting(mon
         assert mse[-1] == pytest.approx(sum(mse[2:10]) / 8, abs=2e-4)
     monkeypatch.setattr(sys, "argv", ["tokenizer_coverage.py", "--dataset", "digits", "--first", "0,1,2,3,4,5,6,7,8,9"])
     with pytest.raises(SystemExit, match="some \\(not all\\)"):
+        cov.main()
+    monkeypatch.setattr(sys, "argv", ["tokenizer_coverage.py", "--dataset", "digits", "--lr", "0"])
+    with pytest.raises(SystemExit, match="--lr > 0"):
         cov.main()
