@@ -54,9 +54,10 @@ def test_tiny_protocol_through_the_cli(tmp_path):
     assert pruned.token_forwards_per_image < plain.token_forwards_per_image
 
 
-def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream):
+@pytest.mark.parametrize("augment", [{}, {"augment_copies": 1, "augment_max_shift": 2}])
+def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream, augment):
     ds, stream = digits_stream
-    strategy = make_strategy(ds)
+    strategy = make_strategy(ds, **augment)
     train = stream.benchmark.train_stream
     strategy.train(train[0])
     strategy.train(train[1])
@@ -71,6 +72,22 @@ def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream):
         assert torch.equal(v, after[k]), k
     assert torch.equal(before_ll, var.class_log_likelihoods(images, [0, 1, 2, 3]))
     assert var.classes == [0, 1, 2, 3, 4, 5]
+
+
+def test_shift_augmentation_changes_what_the_trunk_learns_and_is_deterministic(digits_stream):
+    ds, stream = digits_stream
+    first = stream.benchmark.train_stream[0]
+
+    def trunk_after_first_experience(**params):
+        strategy = make_strategy(ds, **params)
+        strategy.train(first)
+        return strategy.classifier.var.transformer_parameters()
+
+    plain = trunk_after_first_experience()
+    shifted = trunk_after_first_experience(augment_copies=1)
+    again = trunk_after_first_experience(augment_copies=1)
+    assert not all(torch.equal(a, b) for a, b in zip(plain, shifted))
+    assert all(torch.equal(a, b) for a, b in zip(shifted, again))
 
 
 @pytest.mark.parametrize("trunk", ["frozen", "finetune"])
@@ -401,6 +418,12 @@ def test_bad_settings_are_user_errors(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: strategies.varc") and "num_scales" in err
+    proto["strategies"]["varc"] = {"augment_max_shift": 2}  # a shift with no shifted copies to apply it to
+    path.write_text(yaml.safe_dump(proto))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: strategies.varc.augment_max_shift") and "augment_copies" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_tokenizer_coverage_script_reports_every_class_for_every_setting(monkeypatch, capsys):

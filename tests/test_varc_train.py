@@ -11,7 +11,7 @@ from varc.config import VARConfig
 from varc.heads import NULL_CLASS
 from varc.model import VARModel
 from varc.train import (as_image_tensor, encode_dataset, evaluate_accuracy, predict, reconstruction_error,
-                        train_tokenizer, train_transformer)
+                        shifted_copies, train_tokenizer, train_transformer)
 from varc.viz import make_grid, sample_grid, write_png
 
 
@@ -127,6 +127,30 @@ def test_image_conversion_shapes() -> None:
     assert t.shape == (2, 3, 8, 8) and t[1, 1, 2, 3] == pytest.approx(0.2)
     with pytest.raises(ValueError):
         as_image_tensor(np.zeros((2, 8), np.uint8))
+
+
+@pytest.mark.parametrize("channels,max_shift", [(1, 1), (3, 2)])
+def test_shifted_copies_move_each_image_by_one_small_nonzero_offset(channels, max_shift) -> None:
+    """Every copy is its source moved by some (dy, dx) != (0, 0) within max_shift, with the edge
+    pixels repeated into the space it leaves (checked against index clamping, not padding)."""
+    images = torch.rand(12, channels, 7, 9, generator=torch.Generator().manual_seed(1))
+    out = shifted_copies(images, copies=2, max_shift=max_shift, seed=5)
+    assert out.shape == (36, channels, 7, 9) and out.dtype == images.dtype
+    assert torch.equal(out[:12], images)
+    assert torch.equal(out, shifted_copies(images, copies=2, max_shift=max_shift, seed=5))
+    assert not torch.equal(out, shifted_copies(images, copies=2, max_shift=max_shift, seed=6))
+    rows, cols = torch.arange(7), torch.arange(9)
+    seen = set()
+    for k, copy in enumerate(out[12:]):
+        src = images[k % 12]
+        matches = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)
+                   if torch.equal(copy, src[:, (rows - dy).clamp(0, 6)][:, :, (cols - dx).clamp(0, 8)])]
+        assert len(matches) == 1 and matches[0] != (0, 0)
+        seen.add(matches[0])
+    assert len(seen) > 1  # offsets are drawn per image, not one per copy
+    assert torch.equal(shifted_copies(images, copies=0, max_shift=1, seed=0), images)
+    with pytest.raises(ValueError, match="max_shift >= 1, got 1 and 0"):
+        shifted_copies(images, copies=1, max_shift=0, seed=0)
 
 
 def test_png_grid_round_trip(tmp_path) -> None:

@@ -170,6 +170,34 @@ def encode_dataset(model: VARModel, images: Tensor, *, batch_size: int = 512, no
     return [torch.cat([p[k] for p in parts]).cpu() for k in range(model.num_scales)]
 
 
+def shifted_copies(images_NCHW: Tensor, *, copies: int, max_shift: int, seed: int) -> Tensor:
+    """The images followed by ``copies`` shifted copies of them: [N * (1 + copies), C, H, W].
+
+    Each copy moves every image by its own random whole-pixel offset (dy, dx), both in
+    [-max_shift, max_shift] and not both zero, repeating the edge pixels into the space it
+    leaves (so a background of any value stays that value). Deterministic for ``seed``. A
+    class-conditional density model trained on them sees each class's images at a few
+    positions instead of one: the translation augmentation common in image classifiers."""
+    images = as_image_tensor(images_NCHW)
+    if copies < 0 or max_shift < 1:
+        raise ValueError(f"copies must be >= 0 and max_shift >= 1, got {copies} and {max_shift}")
+    n, _, h, w = images.shape
+    s = max_shift
+    padded = F.pad(images, (s, s, s, s), mode="replicate")
+    offsets = [(dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1) if (dy, dx) != (0, 0)]
+    g = torch.Generator().manual_seed(seed)
+    out = [images]
+    for _ in range(copies):
+        pick_N = torch.randint(len(offsets), (n,), generator=g)
+        copy = torch.empty_like(images)
+        for i, (dy, dx) in enumerate(offsets):
+            rows = (pick_N == i).nonzero().squeeze(1)
+            # a shift by (dy, dx) shows the padded image's window that starts at (s - dy, s - dx)
+            copy[rows] = padded[rows, :, s - dy : s - dy + h, s - dx : s - dx + w]
+        out.append(copy)
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def reconstruction_error(model: VARModel, images: Tensor, *, batch_size: int = 512) -> float:
     """Mean squared pixel error of encode -> decode."""

@@ -51,7 +51,7 @@ _REPORT_KEYS = ("prune", "smooth_samples", "smooth_std")
 def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int] | None) -> None:
     """Validate the VAR settings a type hint cannot: the nested ``model`` mapping (known keys,
     types; with the dataset's image shape, the whole model configuration), ``head``,
-    ``tokenizer_data``, the pruning schedule, smoothing and ``report_settings``."""
+    ``tokenizer_data``, the pruning schedule, smoothing, augmentation and ``report_settings``."""
     import dataclasses
     import typing
 
@@ -79,6 +79,9 @@ def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int
                             f"{', '.join(available_datasets())}")
     reports = [check_keys(extra, _REPORT_KEYS, f"{where}.report_settings[{i}]")
                for i, extra in enumerate(params["report_settings"])]
+    if params["augment_copies"] == 0 and params["augment_max_shift"] != 1:
+        raise UserError(f"{where}.augment_max_shift is {params['augment_max_shift']} but augment_copies is 0, "
+                        "so no image is shifted; set augment_copies >= 1 or remove augment_max_shift")
     if params["report_classes"] and params["trunk"] != "frozen":
         raise UserError(f"{where}.report_classes needs trunk: frozen (with a fine-tuned trunk the final "
                         "model against its first classes is not the model that had learnt only them); "
@@ -274,7 +277,12 @@ class VARClassifier(ScoreClassifier):
                                    f"code usage {r['code_usage']:.2f} ({r['seconds']:.1f} s)"))
             var.freeze_tokenizer()
         var.add_classes(new, init="random" if first else s["head_init"])
-        tokens = vt.encode_dataset(var, images)
+        train_images, train_labels = images, labels
+        if s["augment_copies"]:
+            train_images = vt.shifted_copies(images, copies=s["augment_copies"], max_shift=s["augment_max_shift"],
+                                             seed=seed)
+            train_labels = labels.repeat(1 + s["augment_copies"])
+        tokens = vt.encode_dataset(var, train_images)
         if first or s["trunk"] == "finetune":
             self.memo.clear()  # every class's likelihood changes with the trunk
             params = var.transformer_parameters()
@@ -282,7 +290,7 @@ class VARClassifier(ScoreClassifier):
         else:
             params = var.class_parameters(new)
             epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
-        vt.train_transformer(var, labels=labels, tokens=tokens, params=params, epochs=epochs,
+        vt.train_transformer(var, labels=train_labels, tokens=tokens, params=params, epochs=epochs,
                              batch_size=s["batch_size"], lr=lr, label_drop=drop, seed=seed,
                              progress=lambda r: self._log(
                                  f"exp {self.exp_index + 1} {phase} epoch {r['epoch']}/{r['epochs']}: "
@@ -290,7 +298,7 @@ class VARClassifier(ScoreClassifier):
         if s["cca_epochs"] > 0 and len(new) >= 2:
             from varc.cca import cca_finetune
 
-            cca_finetune(var, tokens, labels, params=var.class_parameters(new), negative_pool=new,
+            cca_finetune(var, tokens, train_labels, params=var.class_parameters(new), negative_pool=new,
                          epochs=s["cca_epochs"], lr=s["cca_lr"], beta=s["cca_beta"], lam=s["cca_lambda"],
                          batch_size=s["batch_size"], seed=seed,
                          progress=lambda r: self._log(f"exp {self.exp_index + 1} CCA epoch {r['epoch']}/"
@@ -393,6 +401,8 @@ def build_varc(
     head_epochs: PositiveInt = 4,  # new heads, later experiences
     head_lr: PositiveFloat = 5e-3,
     batch_size: PositiveInt = 64,
+    augment_copies: NonNegativeInt = 0,  # trunk and heads also train on this many shifted copies of each image
+    augment_max_shift: PositiveInt = 1,  # ... each moved up to this many pixels in each direction
     prior: Literal["uniform", "frequency"] = "uniform",
     prune: list = [],  # [[num_scales, keep(, margin_nats)], ..., ["full", 1]]; [] = every class on all scales
     smooth_samples: PositiveInt = 1,
