@@ -14,25 +14,10 @@ from sklearn.datasets import load_digits
 from cil.cli import main
 from cil.explain import faithfulness as fa
 from varc import explain as ve
-from varc.config import VARConfig
 from varc.heads import NULL_CLASS
 from varc.model import VARModel
 from varc.train import as_image_tensor
-
-
-def digits_config(**kw) -> VARConfig:
-    base = dict(in_channels=1, image_size=8, downsample=1, tok_channels=8, latent_dim=4, vocab_size=16,
-                patch_nums=(1, 2, 3, 4), width=32, depth=2, num_heads=2, head="lora:2")
-    return VARConfig(**{**base, **kw})
-
-
-def scramble(model: VARModel, seed: int = 1) -> VARModel:
-    """Random non-trivial values for every parameter, so that classes and scales all differ."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
+from varc_helpers import digits_config, scramble
 
 
 @pytest.fixture(scope="module")

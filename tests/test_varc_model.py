@@ -15,6 +15,7 @@ from varc.config import VARConfig
 from varc.heads import NULL_CLASS
 from varc.model import VARModel
 from varc.train import as_image_tensor, encode_dataset, train_transformer
+from varc_helpers import digits_config, scramble
 
 HEADS = ["embedding", "lora:2", "full"]
 
@@ -23,21 +24,6 @@ def tiny_config(head: str, vocab: int = 3) -> VARConfig:
     # 4x4 images -> 2x2 latent map, scales (1, 2): L = 5 tokens, vocab**5 sequences
     return VARConfig(in_channels=1, image_size=4, downsample=1, tok_channels=4, latent_dim=4, vocab_size=vocab,
                      patch_nums=(1, 2), width=16, depth=2, num_heads=2, head=head)
-
-
-def digits_config(head: str) -> VARConfig:
-    return VARConfig(in_channels=1, image_size=8, downsample=1, tok_channels=8, latent_dim=4, vocab_size=16,
-                     patch_nums=(1, 2, 3, 4), width=32, depth=2, num_heads=2, head=head)
-
-
-def scramble(model: VARModel, seed: int = 1) -> VARModel:
-    """Give every parameter random non-trivial values (zero-initialised adapters included),
-    so that classes, adapters and positions all differ."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
 
 
 @pytest.fixture(scope="module")
