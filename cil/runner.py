@@ -327,7 +327,7 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
     if force and checkpoint_dir is not None:
         _clear_checkpoints(checkpoint_dir)  # --force never reads old checkpoints
     elif can_ckpt:
-        resumed = _resume(strategy, checkpoint_dir, T, log, label, settings)
+        resumed = _resume(strategy, checkpoint_dir, T, log, label, settings, strategy_defaults(protocol))
         if resumed is None:  # a checkpoint was refused after it touched the strategy: build it afresh
             seed_everything(seed)
             strategy = registry.build(entry.strategy, ctx, entry.params)
@@ -520,14 +520,16 @@ def _save_checkpoint(strategy: Any, ckpt_dir: Path, exp: int, rows: list, timing
     atomic_write_bytes(ckpt_dir / f"exp{exp:03d}.pt", buffer.getvalue())
 
 
-def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: str
+def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: str, defaults: dict[str, Any]
             ) -> tuple[int, list, list, list] | None:
     """Load the newest checkpoint into ``strategy``: (next experience, rows, timings, robustness rows).
 
     A checkpoint that cannot be read as tensors and plain types (damaged, or holding anything
     that would need unpickling code), or that was made under other settings, is reported in
     one line and removed, and the cell starts over: (0, [], [], []), or None when the strategy
-    had already taken part of it and must be built afresh.
+    had already taken part of it and must be built afresh. Settings are compared as for a
+    finished cell (:func:`settings_differences`): a parameter added to the code since, at its
+    default, is no difference.
     """
     import torch
 
@@ -540,7 +542,7 @@ def _resume(strategy: Any, ckpt_dir: Path, T: int, log, label: str, settings: st
         robust = list(state.get("robustness", []))
         if not (len(rows) == len(timings) == exp + 1 <= T):
             raise ValueError(f"holds {len(rows)} rows for experience {exp + 1} of {T}")
-        same = state["settings"] == settings
+        same = not settings_differences(json.loads(state["settings"]), json.loads(settings), defaults=defaults)
     except Exception as exc:  # noqa: BLE001 (any defect of the file means: do not trust it)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         _warn(f"[{label}] cannot use checkpoint {files[-1]} ({type(exc).__name__}: {first}); starting the cell over")

@@ -399,6 +399,27 @@ def test_resume_after_interruption_gives_the_same_results(tmp_path, monkeypatch)
         assert a[key] == b[key], key
 
 
+def test_checkpoints_made_before_a_parameter_existed_are_resumed_at_its_default(tmp_path, monkeypatch, capsys):
+    """A checkpoint whose settings lack a parameter the code has since gained (here
+    ``augment_copies``) resumes when the protocol leaves that parameter at its default, as a
+    finished cell does; the results equal an uninterrupted run's."""
+    path = _interrupted_run(tmp_path, monkeypatch, "b")
+    ckpt = tmp_path / "b" / "varc" / "seed0" / "checkpoints" / "exp001.pt"
+    state = torch.load(ckpt, weights_only=True)
+    settings = json.loads(state["settings"])
+    del settings["strategies"]["varc"]["augment_copies"]
+    state["settings"] = json.dumps(settings, sort_keys=True)
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(tmp_path / "b")]) == 0
+    shown = capsys.readouterr()
+    assert "resuming" in shown.out and "other settings" not in shown.err
+    assert main(["run", str(path), "--out", str(tmp_path / "a"), "--quiet"]) == 0  # uninterrupted
+    a = json.loads((tmp_path / "a" / "varc" / "seed0" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "varc" / "seed0" / "metrics.json").read_text())
+    assert a["per_experience_final"] == b["per_experience_final"]
+
+
 def test_checkpoints_made_with_other_settings_are_not_resumed(tmp_path, monkeypatch, capsys):
     path = _interrupted_run(tmp_path, monkeypatch, "b")
     changed = ["--set", "strategies.varc.prune=[[2, 2]]"]  # scoring changed: old evaluations are void
