@@ -54,7 +54,7 @@ def test_tiny_protocol_through_the_cli(tmp_path):
     assert pruned.token_forwards_per_image < plain.token_forwards_per_image
 
 
-@pytest.mark.parametrize("augment", [{}, {"augment_copies": 1, "augment_max_shift": 2}])
+@pytest.mark.parametrize("augment", [{}, {"augment_copies": 1, "augment_max_shift": 2}, {"ema_decay": 0.9}])
 def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream, augment):
     ds, stream = digits_stream
     strategy = make_strategy(ds, **augment)
@@ -88,6 +88,23 @@ def test_shift_augmentation_changes_what_the_trunk_learns_and_is_deterministic(d
     again = trunk_after_first_experience(augment_copies=1)
     assert not all(torch.equal(a, b) for a, b in zip(plain, shifted))
     assert all(torch.equal(a, b) for a, b in zip(shifted, again))
+
+
+def test_weight_averaging_changes_the_heads_and_is_deterministic(digits_stream):
+    ds, stream = digits_stream
+    train = stream.benchmark.train_stream
+
+    def heads_after_two_experiences(**params):
+        strategy = make_strategy(ds, **params)
+        strategy.train(train[0])
+        strategy.train(train[1])
+        return strategy.classifier.var.class_parameters([2, 3])
+
+    plain = heads_after_two_experiences()
+    averaged = heads_after_two_experiences(ema_decay=0.9)
+    again = heads_after_two_experiences(ema_decay=0.9)
+    assert not all(torch.equal(a, b) for a, b in zip(plain, averaged))
+    assert all(torch.equal(a, b) for a, b in zip(averaged, again))
 
 
 @pytest.mark.parametrize("trunk", ["frozen", "finetune"])
@@ -444,6 +461,11 @@ def test_bad_settings_are_user_errors(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: strategies.varc.augment_max_shift") and "augment_copies" in err
+    proto["strategies"]["varc"] = {"ema_decay": 1.0}  # an average that never moves from the initial weights
+    path.write_text(yaml.safe_dump(proto))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: strategies.varc.ema_decay") and "below 1" in err
     assert not (tmp_path / "o").exists()
 
 

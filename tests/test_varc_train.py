@@ -11,7 +11,7 @@ from varc.config import VARConfig
 from varc.heads import NULL_CLASS
 from varc.model import VARModel
 from varc.train import (as_image_tensor, encode_dataset, evaluate_accuracy, predict, reconstruction_error,
-                        shifted_copies, train_tokenizer, train_transformer)
+                        shifted_copies, train_tokenizer, train_transformer, WeightAverage)
 from varc.viz import make_grid, sample_grid, write_png
 
 
@@ -151,6 +151,28 @@ def test_shifted_copies_move_each_image_by_one_small_nonzero_offset(channels, ma
     assert torch.equal(shifted_copies(images, copies=0, max_shift=1, seed=0), images)
     with pytest.raises(ValueError, match="max_shift >= 1, got 1 and 0"):
         shifted_copies(images, copies=1, max_shift=0, seed=0)
+
+
+def test_weight_average_follows_the_moving_average_of_the_trajectory() -> None:
+    """After steps with values w_1..w_T the average is a_t = d_t a_{t-1} + (1 - d_t) w_t from
+    a_0 = the initial weights, with d_t = min(decay, (1 + t) / (10 + t)), t counted from 0; only
+    the averaged parameters change when it is applied."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    other = torch.nn.Parameter(torch.tensor([5.0]))
+    avg = WeightAverage([p], decay=0.5)
+    expected = p.detach().clone()
+    for t, value in enumerate([[3.0, 0.0], [-1.0, 4.0], [2.0, 2.0], [0.5, -0.5]]):
+        with torch.no_grad():
+            p.copy_(torch.tensor(value))
+            other.add_(1.0)
+        avg.update()
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * torch.tensor(value)
+    avg.apply()
+    assert torch.allclose(p.detach(), expected) and not torch.equal(p.detach(), torch.tensor([0.5, -0.5]))
+    assert other.item() == 9.0
+    with pytest.raises(ValueError, match="decay must be in"):
+        WeightAverage([p], decay=1.0)
 
 
 def test_png_grid_round_trip(tmp_path) -> None:

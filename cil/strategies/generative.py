@@ -51,7 +51,8 @@ _REPORT_KEYS = ("prune", "smooth_samples", "smooth_std")
 def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int] | None) -> None:
     """Validate the VAR settings a type hint cannot: the nested ``model`` mapping (known keys,
     types; with the dataset's image shape, the whole model configuration), ``head``,
-    ``tokenizer_data``, the pruning schedule, smoothing, augmentation and ``report_settings``."""
+    ``tokenizer_data``, the pruning schedule, smoothing, augmentation, weight averaging and
+    ``report_settings``."""
     import dataclasses
     import typing
 
@@ -82,6 +83,9 @@ def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int
     if params["augment_copies"] == 0 and params["augment_max_shift"] != 1:
         raise UserError(f"{where}.augment_max_shift is {params['augment_max_shift']} but augment_copies is 0, "
                         "so no image is shifted; set augment_copies >= 1 or remove augment_max_shift")
+    if not params["ema_decay"] < 1:
+        raise UserError(f"{where}.ema_decay is {params['ema_decay']}; use a decay below 1 (e.g. 0.99), "
+                        "or 0 for no weight averaging")
     if params["report_classes"] and params["trunk"] != "frozen":
         raise UserError(f"{where}.report_classes needs trunk: frozen (with a fine-tuned trunk the final "
                         "model against its first classes is not the model that had learnt only them); "
@@ -292,7 +296,7 @@ class VARClassifier(ScoreClassifier):
             epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
         vt.train_transformer(var, labels=train_labels, tokens=tokens, params=params, epochs=epochs,
                              batch_size=s["batch_size"], lr=lr, label_drop=drop, seed=seed,
-                             progress=lambda r: self._log(
+                             ema_decay=s["ema_decay"], progress=lambda r: self._log(
                                  f"exp {self.exp_index + 1} {phase} epoch {r['epoch']}/{r['epochs']}: "
                                  f"nll/image {r['nll_per_image']:.2f} ({r['seconds']:.1f} s)"))
         if s["cca_epochs"] > 0 and len(new) >= 2:
@@ -403,6 +407,7 @@ def build_varc(
     batch_size: PositiveInt = 64,
     augment_copies: NonNegativeInt = 0,  # trunk and heads also train on this many shifted copies of each image
     augment_max_shift: PositiveInt = 1,  # ... each moved up to this many pixels in each direction
+    ema_decay: NonNegativeFloat = 0.0,  # trunk and heads end as this moving average of their weights; 0 = off
     prior: Literal["uniform", "frequency"] = "uniform",
     prune: list = [],  # [[num_scales, keep(, margin_nats)], ..., ["full", 1]]; [] = every class on all scales
     smooth_samples: PositiveInt = 1,
