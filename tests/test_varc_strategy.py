@@ -54,7 +54,8 @@ def test_tiny_protocol_through_the_cli(tmp_path):
     assert pruned.token_forwards_per_image < plain.token_forwards_per_image
 
 
-@pytest.mark.parametrize("augment", [{}, {"augment_copies": 1, "augment_max_shift": 2}, {"ema_decay": 0.9}])
+@pytest.mark.parametrize("augment", [{}, {"augment_copies": 1, "augment_max_shift": 2}, {"ema_decay": 0.9},
+                                     {"holdout": 0.2}])
 def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream, augment):
     ds, stream = digits_stream
     strategy = make_strategy(ds, **augment)
@@ -90,7 +91,7 @@ def test_shift_augmentation_changes_what_the_trunk_learns_and_is_deterministic(d
     assert all(torch.equal(a, b) for a, b in zip(shifted, again))
 
 
-def test_weight_averaging_changes_the_heads_and_is_deterministic(digits_stream):
+def test_weight_averaging_and_holdout_change_the_heads_and_are_deterministic(digits_stream):
     ds, stream = digits_stream
     train = stream.benchmark.train_stream
 
@@ -101,10 +102,18 @@ def test_weight_averaging_changes_the_heads_and_is_deterministic(digits_stream):
         return strategy.classifier.var.class_parameters([2, 3])
 
     plain = heads_after_two_experiences()
-    averaged = heads_after_two_experiences(ema_decay=0.9)
-    again = heads_after_two_experiences(ema_decay=0.9)
-    assert not all(torch.equal(a, b) for a, b in zip(plain, averaged))
-    assert all(torch.equal(a, b) for a, b in zip(averaged, again))
+    for setting in ({"ema_decay": 0.9}, {"holdout": 0.2}):
+        changed = heads_after_two_experiences(**setting)
+        again = heads_after_two_experiences(**setting)
+        assert not all(torch.equal(a, b) for a, b in zip(plain, changed)), setting
+        assert all(torch.equal(a, b) for a, b in zip(changed, again)), setting
+
+
+def test_a_holdout_that_holds_out_no_image_of_a_class_is_a_user_error(digits_stream):
+    ds, stream = digits_stream
+    strategy = make_strategy(ds, holdout=0.001)  # 0.1% of about 115 images per class rounds to none
+    with pytest.raises(UserError, match=r"strategies.varc.holdout: 0.001 of class \d+'s \d+ training images"):
+        strategy.train(stream.benchmark.train_stream[0])
 
 
 @pytest.mark.parametrize("trunk", ["frozen", "finetune"])
@@ -466,6 +475,13 @@ def test_bad_settings_are_user_errors(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: strategies.varc.ema_decay") and "below 1" in err
+    for bad, words in (({"holdout": 0.5}, ["strategies.varc.holdout", "less than half"]),
+                       ({"holdout": 0.1, "ema_decay": 0.9}, ["strategies.varc:", "set one of them"])):
+        proto["strategies"]["varc"] = bad
+        path.write_text(yaml.safe_dump(proto))
+        assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and all(w in err for w in words), err
     assert not (tmp_path / "o").exists()
 
 

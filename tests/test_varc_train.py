@@ -11,7 +11,8 @@ from varc.config import VARConfig
 from varc.heads import NULL_CLASS
 from varc.model import VARModel
 from varc.train import (as_image_tensor, encode_dataset, evaluate_accuracy, predict, reconstruction_error,
-                        shifted_copies, train_tokenizer, train_transformer, WeightAverage)
+                        shifted_copies, train_tokenizer, train_transformer, held_out_nll, KeepBest,
+                        WeightAverage)
 from varc.viz import make_grid, sample_grid, write_png
 
 
@@ -173,6 +174,47 @@ def test_weight_average_follows_the_moving_average_of_the_trajectory() -> None:
     assert other.item() == 9.0
     with pytest.raises(ValueError, match="decay must be in"):
         WeightAverage([p], decay=1.0)
+
+
+def test_keep_best_restores_each_group_from_its_own_best_epoch() -> None:
+    a = torch.nn.Parameter(torch.zeros(2))
+    b = torch.nn.Parameter(torch.zeros(1))
+    keep = KeepBest({"a": [a], 7: [b]})
+    for epoch, (loss_a, loss_b) in enumerate([(3.0, 1.0), (1.0, 2.0), (2.0, 0.5), (1.5, 0.7)], start=1):
+        with torch.no_grad():
+            a.fill_(epoch)
+            b.fill_(10 * epoch)
+        keep.observe({"a": loss_a, 7: loss_b})
+    assert keep.restore() == {"a": 2, 7: 3}
+    assert torch.equal(a.detach(), torch.full((2,), 2.0)) and b.item() == 30.0
+    with pytest.raises(ValueError, match="groups"):
+        keep.observe({"a": 1.0})
+
+
+def test_heads_chosen_on_held_out_images_are_the_epochs_with_the_lowest_nll(digits) -> None:
+    """Training heads with a KeepBest fed by held_out_nll after every epoch ends with each class's
+    head at the epoch whose held-out NLL was lowest: the restored model's NLL is that minimum."""
+    x_tr, y_tr, x_te, y_te = digits
+    model = VARModel(small_config(), seed=0)
+    train_tokenizer(model, x_tr, epochs=1, seed=0)
+    model.add_classes([0, 1])
+    keep_fit = torch.isin(y_tr, torch.tensor([0, 1]))
+    keep_held = torch.isin(y_te, torch.tensor([0, 1]))
+    tokens, held = encode_dataset(model, x_tr[keep_fit]), encode_dataset(model, x_te[keep_held])
+    keep = KeepBest({c: model.class_parameters([c]) for c in (0, 1)})
+    seen: list[dict] = []
+
+    def on_epoch(_: dict) -> None:
+        seen.append(held_out_nll(model, held, y_te[keep_held]))
+        keep.observe(seen[-1])
+
+    train_transformer(model, labels=y_tr[keep_fit], tokens=tokens, epochs=4, lr=2e-2, seed=0, progress=on_epoch)
+    chosen = keep.restore()
+    after = held_out_nll(model, held, y_te[keep_held])
+    for c in (0, 1):
+        best = min(range(4), key=lambda e: seen[e][c])
+        assert chosen[c] == best + 1
+        assert after[c] == pytest.approx(seen[best][c], rel=1e-6)
 
 
 def test_png_grid_round_trip(tmp_path) -> None:

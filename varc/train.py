@@ -94,6 +94,48 @@ class WeightAverage:
             p.copy_(avg)
 
 
+class KeepBest:
+    """Early stopping by selection: after each epoch, each group of parameters is remembered
+    when its held-out loss is the lowest so far, and ``restore`` writes the remembered values
+    back (the epoch count chosen on held-out data, as in Prechelt, "Early Stopping - But When?",
+    1998). Groups are disjoint (e.g. one per class's head), so each is chosen on its own loss."""
+
+    def __init__(self, groups: dict[int | str, Sequence[nn.Parameter]]) -> None:
+        self.groups = {k: list(v) for k, v in groups.items()}
+        self.best: dict[int | str, float] = {k: math.inf for k in self.groups}
+        self.best_epoch: dict[int | str, int] = {k: 0 for k in self.groups}
+        self.saved = {k: [p.detach().clone() for p in v] for k, v in self.groups.items()}
+        self.epoch = 0
+
+    def observe(self, losses: dict[int | str, float]) -> None:
+        """One epoch's held-out loss of every group."""
+        if set(losses) != set(self.groups):
+            raise ValueError(f"losses for {sorted(map(str, losses))}, groups {sorted(map(str, self.groups))}")
+        self.epoch += 1
+        for k, loss in losses.items():
+            if loss < self.best[k]:
+                self.best[k], self.best_epoch[k] = loss, self.epoch
+                self.saved[k] = [p.detach().clone() for p in self.groups[k]]
+
+    @torch.no_grad()
+    def restore(self) -> dict[int | str, int]:
+        """Write each group's best values back; return the epoch each came from (0: before training)."""
+        for k, params in self.groups.items():
+            for p, v in zip(params, self.saved[k]):
+                p.copy_(v)
+        return dict(self.best_epoch)
+
+
+@torch.no_grad()
+def held_out_nll(model: VARModel, tokens: list[Tensor], labels: Tensor, *, batch_size: int = 512) -> dict[int, float]:
+    """Mean negative log-likelihood per image (nats) of each class's images under that class."""
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    nll_N = torch.cat([-model.token_log_probs([t[st:st + batch_size].to(model.device) for t in tokens],
+                                              labels[st:st + batch_size].to(model.device)).sum(1).cpu()
+                       for st in range(0, len(labels), batch_size)])
+    return {int(c): float(nll_N[labels == c].mean()) for c in labels.unique()}
+
+
 # =============================================================================================
 # Tokenizer
 # =============================================================================================

@@ -51,8 +51,8 @@ _REPORT_KEYS = ("prune", "smooth_samples", "smooth_std")
 def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int] | None) -> None:
     """Validate the VAR settings a type hint cannot: the nested ``model`` mapping (known keys,
     types; with the dataset's image shape, the whole model configuration), ``head``,
-    ``tokenizer_data``, the pruning schedule, smoothing, augmentation, weight averaging and
-    ``report_settings``."""
+    ``tokenizer_data``, the pruning schedule, smoothing, augmentation, weight averaging, the
+    held-out fraction and ``report_settings``."""
     import dataclasses
     import typing
 
@@ -86,6 +86,12 @@ def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int
     if not params["ema_decay"] < 1:
         raise UserError(f"{where}.ema_decay is {params['ema_decay']}; use a decay below 1 (e.g. 0.99), "
                         "or 0 for no weight averaging")
+    if params["holdout"] and params["ema_decay"]:
+        raise UserError(f"{where}: holdout keeps each epoch's weights, ema_decay their average; set one of "
+                        "them (the other to 0)")
+    if not params["holdout"] < 0.5:
+        raise UserError(f"{where}.holdout is {params['holdout']}; hold out less than half of each class's "
+                        "images (e.g. 0.1), or 0 to train on all of them")
     if params["report_classes"] and params["trunk"] != "frozen":
         raise UserError(f"{where}.report_classes needs trunk: frozen (with a fine-tuned trunk the final "
                         "model against its first classes is not the model that had learnt only them); "
@@ -282,23 +288,49 @@ class VARClassifier(ScoreClassifier):
             var.freeze_tokenizer()
         var.add_classes(new, init="random" if first else s["head_init"])
         train_images, train_labels = images, labels
+        held = None
+        if s["holdout"]:
+            fit_idx, held_idx = self._holdout(labels, seed)
+            held = (vt.encode_dataset(var, images[held_idx]), labels[held_idx])
+            train_images, train_labels = images[fit_idx], labels[fit_idx]
         if s["augment_copies"]:
-            train_images = vt.shifted_copies(images, copies=s["augment_copies"], max_shift=s["augment_max_shift"],
-                                             seed=seed)
-            train_labels = labels.repeat(1 + s["augment_copies"])
+            train_images = vt.shifted_copies(train_images, copies=s["augment_copies"],
+                                             max_shift=s["augment_max_shift"], seed=seed)
+            train_labels = train_labels.repeat(1 + s["augment_copies"])
         tokens = vt.encode_dataset(var, train_images)
         if first or s["trunk"] == "finetune":
             self.memo.clear()  # every class's likelihood changes with the trunk
             params = var.transformer_parameters()
             epochs, lr, drop, phase = s["trunk_epochs"], s["trunk_lr"], None, "trunk+heads"
+            groups = {"trunk+heads": params}  # shared by every class: chosen on their mean held-out nll
+
+            def group_losses(per_class: dict) -> dict:
+                return {"trunk+heads": sum(per_class.values()) / len(per_class)}
         else:
             params = var.class_parameters(new)
             epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
+            groups = {c: var.class_parameters([c]) for c in new}  # each head on its own class's images
+
+            def group_losses(per_class: dict) -> dict:
+                return {c: per_class[c] for c in new}
+        keep = vt.KeepBest(groups) if held else None
+
+        def on_epoch(r: dict) -> None:
+            line = (f"exp {self.exp_index + 1} {phase} epoch {r['epoch']}/{r['epochs']}: "
+                    f"nll/image {r['nll_per_image']:.2f} ({r['seconds']:.1f} s)")
+            if keep is not None:
+                per_class = vt.held_out_nll(var, *held)
+                keep.observe(group_losses(per_class))
+                line += f", held-out nll/image {sum(per_class.values()) / len(per_class):.2f}"
+            self._log(line)
+
         vt.train_transformer(var, labels=train_labels, tokens=tokens, params=params, epochs=epochs,
                              batch_size=s["batch_size"], lr=lr, label_drop=drop, seed=seed,
-                             ema_decay=s["ema_decay"], progress=lambda r: self._log(
-                                 f"exp {self.exp_index + 1} {phase} epoch {r['epoch']}/{r['epochs']}: "
-                                 f"nll/image {r['nll_per_image']:.2f} ({r['seconds']:.1f} s)"))
+                             ema_decay=s["ema_decay"], progress=on_epoch)
+        if keep is not None:
+            chosen = keep.restore()
+            self._log(f"exp {self.exp_index + 1}: kept the epochs with the lowest held-out nll: "
+                      + ", ".join(f"{k}: {e}/{epochs}" for k, e in chosen.items()))
         if s["cca_epochs"] > 0 and len(new) >= 2:
             from varc.cca import cca_finetune
 
@@ -314,6 +346,22 @@ class VARClassifier(ScoreClassifier):
             self.counts[c] = self.counts.get(c, 0) + int((labels == c).sum())
         self._log(f"exp {self.exp_index + 1}: trained classes {new} in {time.perf_counter() - t0:.1f} s")
         self.exp_index += 1
+
+    def _holdout(self, labels, seed: int):
+        """(fit, held-out) indices: ``holdout`` of each class's images, stratified and seeded."""
+        import numpy as np
+
+        from cil.data.split import stratified_split
+
+        y = labels.numpy()
+        fit_idx, held_idx = stratified_split(y, test_fraction=self.settings["holdout"], seed=seed)
+        for c in np.unique(y):
+            n_held = int((y[held_idx] == c).sum())
+            if n_held == 0 or n_held == int((y == c).sum()):
+                raise UserError(f"strategies.{self.label}.holdout: {self.settings['holdout']} of class {int(c)}'s "
+                                f"{int((y == c).sum())} training images leaves {n_held} held out; choose a "
+                                "fraction that holds out at least one image and keeps at least one")
+        return fit_idx, held_idx
 
     # -- checkpoints (the runner resumes an interrupted protocol from these) ------------------------
     def state_dict(self) -> dict:
@@ -408,6 +456,7 @@ def build_varc(
     augment_copies: NonNegativeInt = 0,  # trunk and heads also train on this many shifted copies of each image
     augment_max_shift: PositiveInt = 1,  # ... each moved up to this many pixels in each direction
     ema_decay: NonNegativeFloat = 0.0,  # trunk and heads end as this moving average of their weights; 0 = off
+    holdout: NonNegativeFloat = 0.0,  # hold out this fraction of each class's images; keep the epoch best on them
     prior: Literal["uniform", "frequency"] = "uniform",
     prune: list = [],  # [[num_scales, keep(, margin_nats)], ..., ["full", 1]]; [] = every class on all scales
     smooth_samples: PositiveInt = 1,
