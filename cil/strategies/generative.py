@@ -302,17 +302,12 @@ class VARClassifier(ScoreClassifier):
             self.memo.clear()  # every class's likelihood changes with the trunk
             params = var.transformer_parameters()
             epochs, lr, drop, phase = s["trunk_epochs"], s["trunk_lr"], None, "trunk+heads"
-            groups = {"trunk+heads": params}  # shared by every class: chosen on their mean held-out nll
-
-            def group_losses(per_class: dict) -> dict:
-                return {"trunk+heads": sum(per_class.values()) / len(per_class)}
+            groups, judges = {"trunk+heads": params}, {"trunk+heads": new}  # chosen on the classes' mean
         else:
             params = var.class_parameters(new)
             epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
             groups = {c: var.class_parameters([c]) for c in new}  # each head on its own class's images
-
-            def group_losses(per_class: dict) -> dict:
-                return {c: per_class[c] for c in new}
+            judges = {c: [c] for c in new}
         keep = vt.KeepBest(groups) if held else None
 
         def on_epoch(r: dict) -> None:
@@ -320,7 +315,7 @@ class VARClassifier(ScoreClassifier):
                     f"nll/image {r['nll_per_image']:.2f} ({r['seconds']:.1f} s)")
             if keep is not None:
                 per_class = vt.held_out_nll(var, *held)
-                keep.observe(group_losses(per_class))
+                keep.observe({k: sum(per_class[c] for c in cs) / len(cs) for k, cs in judges.items()})
                 line += f", held-out nll/image {sum(per_class.values()) / len(per_class):.2f}"
             self._log(line)
 
