@@ -112,8 +112,10 @@ class ClassHeads(nn.Module):
         B, U = labels_B.shape[0], len(heads)
 
         def gather(ts: list[Tensor]) -> Tensor:
+            # index_select, not stacked[inv_B]: the backward of advanced indexing sums each head's
+            # gradient in a varying order on more than one CPU thread (runs differ in the last bits)
             stacked = torch.stack(ts)
-            return stacked.expand(B, *stacked.shape[1:]) if U == 1 else stacked[inv_B]
+            return stacked.expand(B, *stacked.shape[1:]) if U == 1 else stacked.index_select(0, inv_B)
 
         cond_BD = gather([h.embedding for h in heads])
         adapters: Adapters = {}

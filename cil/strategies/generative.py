@@ -263,50 +263,76 @@ class VARClassifier(ScoreClassifier):
 
     # -- training -----------------------------------------------------------------------------------
     def update(self, images, labels) -> None:
-        from varc import train as vt
-
-        s, var, seed = self.settings, self.var, self.seed * 1000 + self.exp_index
-        new = sorted(set(labels.tolist()) - set(var.classes))
-        first = not var.classes
+        """Train on one experience: the tokenizer (first experience only), then the trunk and the
+        first heads, or only the new classes' heads; then CCA for A-VARC+."""
+        seed = self.seed * 1000 + self.exp_index
+        new = sorted(set(labels.tolist()) - set(self.var.classes))
+        first = not self.var.classes
         t0 = time.perf_counter()
         if first:
-            tok_images = images
-            if s["tokenizer_data"]:
-                from cil.data import load_dataset
-                from varc.train import as_image_tensor
+            self._train_tokenizer(images, seed)
+        self.var.add_classes(new, init="random" if first else self.settings["head_init"])
+        tokens, train_labels, held = self._training_set(images, labels, seed)
+        self._train_likelihood(new, tokens, train_labels, held, first=first, seed=seed)
+        self._contrast(new, tokens, train_labels, seed)
+        for c in new:
+            self.counts[c] = self.counts.get(c, 0) + int((labels == c).sum())
+        self._log(f"exp {self.exp_index + 1}: trained classes {new} in {time.perf_counter() - t0:.1f} s")
+        self.exp_index += 1
 
-                tok_images = as_image_tensor(load_dataset(s["tokenizer_data"]).x_train)
-                if tuple(tok_images.shape[1:]) != tuple(images.shape[1:]):
-                    raise UserError(f"strategies.{self.label}.tokenizer_data: images of "
-                                    f"{s['tokenizer_data']!r} are {tuple(tok_images.shape[1:])}, the "
-                                    f"protocol's are {tuple(images.shape[1:])}")
-            vt.train_tokenizer(var, tok_images, epochs=s["tokenizer_epochs"], batch_size=s["batch_size"],
-                               lr=s["tokenizer_lr"], seed=seed,
-                               progress=lambda r: self._log(
-                                   f"tokenizer epoch {r['epoch']}/{r['epochs']}: recon mse {r['recon_mse']:.4f}, "
-                                   f"code usage {r['code_usage']:.2f} ({r['seconds']:.1f} s)"))
-            var.freeze_tokenizer()
-        var.add_classes(new, init="random" if first else s["head_init"])
-        train_images, train_labels = images, labels
-        held = None
+    def _train_tokenizer(self, images, seed: int) -> None:
+        """Fit the multi-scale VQ tokenizer on the first experience's images (or on the unlabeled
+        ``tokenizer_data``), then freeze it for the rest of the stream."""
+        from varc import train as vt
+
+        s = self.settings
+        if s["tokenizer_data"]:
+            from cil.data import load_dataset
+
+            tok_images = vt.as_image_tensor(load_dataset(s["tokenizer_data"]).x_train)
+            if tuple(tok_images.shape[1:]) != tuple(images.shape[1:]):
+                raise UserError(f"strategies.{self.label}.tokenizer_data: images of {s['tokenizer_data']!r} are "
+                                f"{tuple(tok_images.shape[1:])}, the protocol's are {tuple(images.shape[1:])}")
+            images = tok_images
+        vt.train_tokenizer(self.var, images, epochs=s["tokenizer_epochs"], batch_size=s["batch_size"],
+                           lr=s["tokenizer_lr"], seed=seed,
+                           progress=lambda r: self._log(
+                               f"tokenizer epoch {r['epoch']}/{r['epochs']}: recon mse {r['recon_mse']:.4f}, "
+                               f"code usage {r['code_usage']:.2f} ({r['seconds']:.1f} s)"))
+        self.var.freeze_tokenizer()
+
+    def _training_set(self, images, labels, seed: int):
+        """(tokens, labels, held) to train on: the ``holdout`` part set aside as (tokens, labels)
+        (None without it), the rest with its shifted copies (``augment_copies``), tokenised."""
+        from varc import train as vt
+
+        s, held = self.settings, None
         if s["holdout"]:
             fit_idx, held_idx = self._holdout(labels, seed)
-            held = (vt.encode_dataset(var, images[held_idx]), labels[held_idx])
-            train_images, train_labels = images[fit_idx], labels[fit_idx]
+            held = (vt.encode_dataset(self.var, images[held_idx]), labels[held_idx])
+            images, labels = images[fit_idx], labels[fit_idx]
         if s["augment_copies"]:
-            train_images = vt.shifted_copies(train_images, copies=s["augment_copies"],
-                                             max_shift=s["augment_max_shift"], seed=seed)
-            train_labels = train_labels.repeat(1 + s["augment_copies"])
-        tokens = vt.encode_dataset(var, train_images)
+            images = vt.shifted_copies(images, copies=s["augment_copies"], max_shift=s["augment_max_shift"],
+                                       seed=seed)
+            labels = labels.repeat(1 + s["augment_copies"])
+        return vt.encode_dataset(self.var, images), labels, held
+
+    def _train_likelihood(self, new: list[int], tokens, labels, held, *, first: bool, seed: int) -> None:
+        """Maximum likelihood: trunk and heads together on the first experience (or always, with
+        ``trunk: finetune``), else each new head alone. With ``held``, every group keeps the epoch
+        of its lowest held-out NLL: the trunk on its classes' mean, each head on its own class."""
+        from varc import train as vt
+
+        s, var = self.settings, self.var
         if first or s["trunk"] == "finetune":
             self.memo.clear()  # every class's likelihood changes with the trunk
             params = var.transformer_parameters()
             epochs, lr, drop, phase = s["trunk_epochs"], s["trunk_lr"], None, "trunk+heads"
-            groups, judges = {"trunk+heads": params}, {"trunk+heads": new}  # chosen on the classes' mean
+            groups, judges = {"trunk+heads": params}, {"trunk+heads": new}
         else:
             params = var.class_parameters(new)
             epochs, lr, drop, phase = s["head_epochs"], s["head_lr"], 0.0, "new heads"
-            groups = {c: var.class_parameters([c]) for c in new}  # each head on its own class's images
+            groups = {c: var.class_parameters([c]) for c in new}
             judges = {c: [c] for c in new}
         keep = vt.KeepBest(groups) if held else None
 
@@ -319,28 +345,31 @@ class VARClassifier(ScoreClassifier):
                 line += f", held-out nll/image {sum(per_class.values()) / len(per_class):.2f}"
             self._log(line)
 
-        vt.train_transformer(var, labels=train_labels, tokens=tokens, params=params, epochs=epochs,
+        vt.train_transformer(var, labels=labels, tokens=tokens, params=params, epochs=epochs,
                              batch_size=s["batch_size"], lr=lr, label_drop=drop, seed=seed,
                              ema_decay=s["ema_decay"], progress=on_epoch)
         if keep is not None:
             chosen = keep.restore()
             self._log(f"exp {self.exp_index + 1}: kept the epochs with the lowest held-out nll: "
                       + ", ".join(f"{k}: {e}/{epochs}" for k, e in chosen.items()))
-        if s["cca_epochs"] > 0 and len(new) >= 2:
-            from varc.cca import cca_finetune
 
-            cca_finetune(var, tokens, train_labels, params=var.class_parameters(new), negative_pool=new,
-                         epochs=s["cca_epochs"], lr=s["cca_lr"], beta=s["cca_beta"], lam=s["cca_lambda"],
-                         batch_size=s["batch_size"], seed=seed,
-                         progress=lambda r: self._log(f"exp {self.exp_index + 1} CCA epoch {r['epoch']}/"
-                                                      f"{r['epochs']}: loss {r['loss']:.4f} pair acc "
-                                                      f"{r['pair_accuracy']:.3f} ({r['seconds']:.1f} s)"))
-        elif s["cca_epochs"] > 0:
+    def _contrast(self, new: list[int], tokens, labels, seed: int) -> None:
+        """A-VARC+'s condition-contrastive fine-tuning of the new heads, negatives drawn from the
+        experience's other new classes (none with a single new class: skipped)."""
+        s = self.settings
+        if s["cca_epochs"] == 0:
+            return
+        if len(new) < 2:
             self._log(f"exp {self.exp_index + 1}: one new class, no negatives for CCA; skipped")
-        for c in new:
-            self.counts[c] = self.counts.get(c, 0) + int((labels == c).sum())
-        self._log(f"exp {self.exp_index + 1}: trained classes {new} in {time.perf_counter() - t0:.1f} s")
-        self.exp_index += 1
+            return
+        from varc.cca import cca_finetune
+
+        cca_finetune(self.var, tokens, labels, params=self.var.class_parameters(new), negative_pool=new,
+                     epochs=s["cca_epochs"], lr=s["cca_lr"], beta=s["cca_beta"], lam=s["cca_lambda"],
+                     batch_size=s["batch_size"], seed=seed,
+                     progress=lambda r: self._log(f"exp {self.exp_index + 1} CCA epoch {r['epoch']}/{r['epochs']}: "
+                                                  f"loss {r['loss']:.4f} pair acc {r['pair_accuracy']:.3f} "
+                                                  f"({r['seconds']:.1f} s)"))
 
     def _holdout(self, labels, seed: int):
         """(fit, held-out) indices: ``holdout`` of each class's images, stratified and seeded."""
