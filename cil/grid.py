@@ -251,8 +251,9 @@ def submission_order(todo: list[Cell]) -> list[Cell]:
 
 
 def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: bool, verbose: bool,
-              command: str):
-    """A Ray task: one cell on a worker; checkpoints only where the run folder is shared."""
+              command: str, lines=None):
+    """A Ray task: one cell on a worker; checkpoints only where the run folder is shared. Each
+    finished experience's line goes to ``lines`` (a Ray queue the driver prints from), if given."""
     import torch
 
     from cil import results
@@ -269,16 +270,19 @@ def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: b
     with _quiet_avalanche_deprecations():
         return run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,
                         force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command,
-                        log_dir=folder / "logs")
+                        log_dir=folder / "logs", progress=lines.put if lines is not None else None)
 
 
 def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force: bool, workers: int | None,
                 address: str | None, verbose: bool) -> None:
-    """Hand every cell to Ray, write each as it finishes; Ctrl-C cancels what is left."""
+    """Hand every cell to Ray, write each as it finishes; Ctrl-C cancels what is left. Without
+    ``verbose``, the cells send one line per finished experience, which the driver prints (cells
+    of VAR classifiers take hours; nothing else would show that they move)."""
     import logging
 
     import ray
     from ray.exceptions import RayError, RayTaskError
+    from ray.util.queue import Queue
 
     progress = _Progress(total=len(todo), log=writer.log)  # before ray.init, which wraps sys.stderr
     started = not ray.is_initialized()
@@ -292,7 +296,9 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
     probe_path = writer.out_dir / probe
     probe_path.write_text("the run folder is shared with this node\n")
     pending: dict = {}
+    lines = None
     try:
+        lines = None if verbose else Queue(actor_options={"num_cpus": 0})  # takes no worker's CPU
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         wants_gpu = protocol.device.startswith("cuda") or (protocol.device == "auto" and has_gpus)
         capacity = ray.cluster_resources().get("CPU", 1)
@@ -303,12 +309,17 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
             gpus = float(cell.entry.resources.get("gpus", 1.0 if wants_gpu else 0.0))
             ref = task.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES,
                                name=f"cil cell {cell.label}").remote(
-                protocol, cell, str(writer.out_dir), probe, force, verbose, command)
+                protocol, cell, str(writer.out_dir), probe, force, verbose, command, lines)
             pending[ref] = cell
         slots = max(1, int(capacity // max(protocol.threads, 1)))
         progress.update(running=min(slots, len(pending)))
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            # a cell puts its lines before it returns: a finished cell's are all here by now
+            for line in lines.get_nowait_batch(lines.qsize()) if lines is not None else []:
+                progress.clear()
+                if writer.log is not None:
+                    writer.log(line)
             progress.update()  # the clock moves on
             for ref in ready:
                 cell = pending.pop(ref)
@@ -334,5 +345,7 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
     finally:
         progress.close()
         probe_path.unlink(missing_ok=True)
+        if lines is not None:
+            lines.shutdown()
         if started:
             ray.shutdown()

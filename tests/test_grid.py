@@ -189,9 +189,16 @@ def test_parallel_results_equal_serial_results_cell_by_cell(tmp_path, local_ray,
     capsys.readouterr()
     assert main(["run", str(proto), "--out", str(tmp_path / "parallel"), "--workers", "2"]) == 0
     # not a terminal: the progress line once per finished cell, for a log file
-    progress = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("grid: ")]
+    out = capsys.readouterr().out.splitlines()
+    progress = [ln for ln in out if ln.startswith("grid: ")]
     n = len(cells(tmp_path / "parallel"))
     assert [ln.split(":")[1].strip() for ln in progress] == [f"{k}/{n} cells" for k in range(1, n + 1)]
+    # and, from the workers, one line per finished experience of every cell (not their epochs)
+    for name in ("naive", "replay", "slda", "varc"):
+        steps = [ln.split(" experience ")[1].split(" ")[0] for ln in out
+                 if ln.startswith(f"[{name} seed 0] experience ")]
+        assert steps == [f"{k}/5" for k in range(1, 6)], name
+    assert not [ln for ln in out if "epoch" in ln]
     assert_same_results(tmp_path / "serial", tmp_path / "parallel")
     assert (pd.read_csv(tmp_path / "serial" / "summary.csv").drop(columns=list(TIMES))
             .equals(pd.read_csv(tmp_path / "parallel" / "summary.csv").drop(columns=list(TIMES))))
