@@ -217,6 +217,21 @@ def test_final_accuracy_and_forgetting_bars(multi, single, tmp_path):
     assert _error_bars(plots.plot_final_accuracy_forgetting(results.read_run(single))) == 0
 
 
+def test_a_bar_over_fewer_cells_than_the_others_says_how_many(multi, tmp_path):
+    out = tmp_path / "under_way"
+    _fill(out, ["naive"], [0, 1, 2], protocol="under_way")
+    _fill(out, ["varc"], [0], protocol="under_way")
+    data = results.read_run(out)
+    for fig in (plots.plot_final_accuracy_forgetting(data), plots.plot_cost(data)):
+        order = [tick.get_text() for tick in _visible(fig)[0].get_yticklabels()]  # the panels share it
+        for ax in _visible(fig):
+            texts = [t.get_text() for t in ax.texts]
+            assert len(texts) == 2 and texts[order.index("varc")].endswith(" (n = 1)"), texts
+            assert "n =" not in texts[order.index("naive")]
+    complete = plots.plot_final_accuracy_forgetting(results.read_run(multi))
+    assert not [t for ax in _visible(complete) for t in ax.texts if "n =" in t.get_text()]
+
+
 def test_cost(multi, tmp_path):
     data = results.read_run(multi)
     fig = plots.plot_cost(data, tmp_path / "c.png")

@@ -603,8 +603,10 @@ def plot_accuracy_matrices(data: RunData, path: Path | None = None, *, run: str 
 def _hbars(ax, table, value: str, strategies: Sequence[str], styles, seeds, *, xlabel: str,
            factor: float = 1.0, labels=None) -> None:
     """Horizontal bars per strategy with ± sd error bars, one dot per cell, and (``labels``: a
-    format or a function) the mean written at the end of the bar."""
+    format or a function) the mean written at the end of the bar, with its number of cells
+    where that is fewer than another strategy's in the panel (a grid still under way)."""
     y = np.arange(len(strategies))
+    n_full = max((len(seeds[seeds["strategy"] == s]) for s in strategies), default=0)
     for k, strat in enumerate(strategies):
         r = table[table["strategy"] == strat].iloc[0]
         st, m, sd = styles[strat], r[f"{value}_mean"] * factor, r[f"{value}_sd"] * factor
@@ -621,6 +623,8 @@ def _hbars(ax, table, value: str, strategies: Sequence[str], styles, seeds, *, x
         if labels:
             end = max(m + (sd if np.isfinite(sd) else 0), np.nanmax(pts) if len(pts) else m, m, 0)
             text = labels(m) if callable(labels) else labels.format(m)
+            if len(pts) < n_full:
+                text += f" (n = {len(pts)})"
             ax.annotate(text, xy=(end, k), xytext=(3, 0), textcoords="offset points",
                         ha="left", va="center", fontsize=6.5, color="#333333")
     ax.set_yticks(y, strategies)

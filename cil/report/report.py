@@ -51,12 +51,13 @@ FIGURE_TEXT = {
         "Final accuracy and forgetting",
         "Left: accuracy (%) on all classes after the last experience (higher is better); right: "
         "average forgetting in points, each experience's drop from its best to its final accuracy "
-        "(lower is better); where a strategy has several cells, whiskers ± sd and dots the single cells."),
+        "(lower is better); where a strategy has several cells, whiskers ± sd and dots the single cells; "
+        "a value marked (n = k) is the mean of fewer cells than another strategy's."),
     "cost": (
         "Cost",
         "Training and evaluation time over the whole stream in minutes (log scale when they span more "
         "than 30x), and peak memory: the whole process's (mostly torch itself), drawn above the "
-        "baseline named over the panel when there are strategies to compare."),
+        "baseline named over the panel when there are strategies to compare; (n = k) as above."),
     "inference_tradeoff": (
         "Accuracy against inference cost",
         "Each marker is one inference setting of a generative classifier's final model: accuracy (%) "
