@@ -33,7 +33,9 @@ class GridFailure(UserError):
 @dataclass
 class _Progress:
     """One line over the grid, rewritten in place on a terminal: done / running / failed,
-    elapsed time and an estimate of the time left (from the mean time per finished cell).
+    elapsed time and an estimate of the time left: the grid's pace so far, counting the cells
+    finished and the finished fraction of those running (``partial``, cell label -> fraction,
+    from their experiences), so that an estimate appears before the first long cell ends.
     Written to a file or pipe instead, the line is printed once after each finished cell."""
 
     total: int
@@ -43,6 +45,7 @@ class _Progress:
     running: int = 0
     start: float = field(default_factory=time.perf_counter)
     live: bool = False
+    partial: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.live = self.log is not None and self.total > 0 and sys.stderr.isatty()
@@ -50,7 +53,8 @@ class _Progress:
     def line(self) -> str:
         elapsed = time.perf_counter() - self.start
         finished = self.done + self.failed
-        left = f", about {_clock(elapsed / finished * (self.total - finished))} left" if finished else ""
+        progress = finished + sum(self.partial.values())
+        left = f", about {_clock(elapsed / progress * (self.total - progress))} left" if progress else ""
         return (f"grid: {finished}/{self.total} cells: done {self.done}, running {self.running}, "
                 f"failed {self.failed}; {_clock(elapsed)} elapsed{left}")
 
@@ -253,7 +257,8 @@ def submission_order(todo: list[Cell]) -> list[Cell]:
 def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: bool, verbose: bool,
               command: str, lines=None):
     """A Ray task: one cell on a worker; checkpoints only where the run folder is shared. Each
-    finished experience's line goes to ``lines`` (a Ray queue the driver prints from), if given."""
+    finished experience sends (cell label, fraction done, its line) to ``lines`` (a Ray queue the
+    driver reads), if given."""
     import torch
 
     from cil import results
@@ -270,7 +275,9 @@ def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: b
     with _quiet_avalanche_deprecations():
         return run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,
                         force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command,
-                        log_dir=folder / "logs", progress=lines.put if lines is not None else None)
+                        log_dir=folder / "logs",
+                        progress=(lambda line, done: lines.put((cell.label, done, line))) if lines is not None
+                        else None)
 
 
 def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force: bool, workers: int | None,
@@ -316,13 +323,15 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             # a cell puts its lines before it returns: a finished cell's are all here by now
-            for line in lines.get_nowait_batch(lines.qsize()) if lines is not None else []:
+            for label, done, line in lines.get_nowait_batch(lines.qsize()) if lines is not None else []:
                 progress.clear()
+                progress.partial[label] = done
                 if writer.log is not None:
                     writer.log(line)
             progress.update()  # the clock moves on
             for ref in ready:
                 cell = pending.pop(ref)
+                progress.partial.pop(cell.label, None)
                 progress.clear()
                 try:
                     record = ray.get(ref)

@@ -282,14 +282,15 @@ def evaluate_robustness(strategy: Any, corrupted: list, train_exp: int, name: st
 
 def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir: Path | None,
              log: Callable[[str], None] | None = print, force: bool = False, command: str = "",
-             log_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> CellRecord:
+             log_dir: Path | None = None, progress: Callable[[str, float], None] | None = None) -> CellRecord:
     """Train and evaluate one cell over the whole stream; return its records (no result files).
 
     ``checkpoint_dir``: where a strategy that can save its state checkpoints every experience
     and resumes from (None: no checkpoints, e.g. a cluster node that does not share the run
     folder). ``protocol`` is the whole protocol; ``stream`` is built with the cell's class order.
     ``log`` takes every line (the strategy's epochs too); ``progress``, where given, takes the
-    one line per finished experience instead (a parallel grid's driver prints those).
+    one line per finished experience instead, with the fraction of the cell done (a parallel
+    grid's driver prints those lines and estimates the time left from the fractions).
     """
     import torch
 
@@ -351,11 +352,13 @@ def run_cell(protocol: Protocol, cell: Cell, *, dataset, stream, checkpoint_dir:
             robust += evaluate_robustness(strategy, corrupted, i, name=f"strategy {entry.name!r}")
             timing["robustness_seconds"] = time.perf_counter() - t2
         timings.append(timing)
-        say = progress if progress is not None else log
-        if say is not None:
-            seen = sum(accs[: i + 1]) / (i + 1)
-            say(f"[{label}] experience {i + 1}/{T} classes {stream.classes_per_experience[i]}: "
+        seen = sum(accs[: i + 1]) / (i + 1)
+        line = (f"[{label}] experience {i + 1}/{T} classes {stream.classes_per_experience[i]}: "
                 f"train {t1 - t0:.1f} s, eval {t2 - t1:.1f} s, accuracy on seen {seen:.3f}")
+        if progress is not None:
+            progress(line, (i + 1) / T)
+        elif log is not None:
+            log(line)
         if can_ckpt:
             _save_checkpoint(strategy, checkpoint_dir, i, rows, timings, settings, robust)
 

@@ -205,6 +205,19 @@ def test_parallel_results_equal_serial_results_cell_by_cell(tmp_path, local_ray,
     assert not list((tmp_path / "parallel").glob(".grid-*")) and not (tmp_path / "parallel" / ".lock").exists()
 
 
+def test_the_time_left_counts_the_finished_experiences_of_running_cells():
+    from cil.grid import _Progress
+
+    progress = _Progress(total=4, log=None)
+    progress.start -= 10.0  # ten seconds in, no cell finished: no estimate yet
+    assert "left" not in progress.line()
+    progress.partial["varc seed 0"] = 0.5  # half a cell in 10 s: 3.5 cells to go at that pace
+    assert progress.line().endswith("0:10 elapsed, about 1:10 left")
+    progress.update(done=1)
+    progress.partial.pop("varc seed 0")
+    assert progress.line().endswith("0:10 elapsed, about 0:30 left")
+
+
 def test_a_cell_that_raises_is_named_and_the_others_are_written(tmp_path, local_ray, capsys):
     # mnist5k's 28x28 images cannot train a tokenizer for 8x8 digits: the cell raises while training
     bad = dict(SMALL, strategies={"naive": {}, "varc": {**TINY_VAR, "tokenizer_data": "mnist5k"}, "slda": {}})
