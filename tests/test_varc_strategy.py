@@ -55,7 +55,7 @@ def test_tiny_protocol_through_the_cli(tmp_path):
 
 
 @pytest.mark.parametrize("augment", [{}, {"augment_copies": 1, "augment_max_shift": 2}, {"ema_decay": 0.9},
-                                     {"holdout": 0.2}])
+                                     {"holdout": 0.2}, {"cca_epochs": 1, "cca_old_samples": 4}])
 def test_frozen_trunk_keeps_old_classes_bit_identical(digits_stream, augment):
     ds, stream = digits_stream
     strategy = make_strategy(ds, **augment)
@@ -107,6 +107,26 @@ def test_weight_averaging_and_holdout_change_the_heads_and_are_deterministic(dig
         again = heads_after_two_experiences(**setting)
         assert not all(torch.equal(a, b) for a, b in zip(plain, changed)), setting
         assert all(torch.equal(a, b) for a, b in zip(changed, again)), setting
+
+
+def test_cca_negatives_sampled_from_the_old_heads_change_the_new_heads_and_are_deterministic(digits_stream):
+    ds, stream = digits_stream
+    train = stream.benchmark.train_stream
+
+    def heads_after_two_experiences(**params):
+        strategy = make_strategy(ds, cca_epochs=1, **params)
+        strategy.train(train[0])
+        first = [p.clone() for p in strategy.classifier.var.class_parameters([0, 1])]
+        strategy.train(train[1])
+        return first, strategy.classifier.var.class_parameters([2, 3])
+
+    first_plain, plain = heads_after_two_experiences()
+    first_sampled, sampled = heads_after_two_experiences(cca_old_samples=4)
+    again = heads_after_two_experiences(cca_old_samples=4)[1]
+    # the first experience has no earlier class to sample: its CCA is the plain one
+    assert all(torch.equal(a, b) for a, b in zip(first_plain, first_sampled))
+    assert not all(torch.equal(a, b) for a, b in zip(plain, sampled))
+    assert all(torch.equal(a, b) for a, b in zip(sampled, again))
 
 
 def test_a_holdout_that_holds_out_no_image_of_a_class_is_a_user_error(digits_stream):
@@ -476,7 +496,8 @@ def test_bad_settings_are_user_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: strategies.varc.ema_decay") and "below 1" in err
     for bad, words in (({"holdout": 0.5}, ["strategies.varc.holdout", "less than half"]),
-                       ({"holdout": 0.1, "ema_decay": 0.9}, ["strategies.varc:", "set one of them"])):
+                       ({"holdout": 0.1, "ema_decay": 0.9}, ["strategies.varc:", "set one of them"]),
+                       ({"cca_old_samples": 8}, ["strategies.varc.cca_old_samples", "cca_epochs is 0"])):
         proto["strategies"]["varc"] = bad
         path.write_text(yaml.safe_dump(proto))
         assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2

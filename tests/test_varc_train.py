@@ -250,3 +250,30 @@ def test_default_parameters_respect_frozen_trunk(digits) -> None:
     train_transformer(model, x[:64], y[:64], epochs=1, batch_size=32)
     assert all(torch.equal(a, b) for a, b in zip(trunk_before, model.trunk_parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(head_before, model.class_parameters([y[0].item()])))
+
+
+def test_cca_extra_negatives_push_the_pool_heads_down_on_them_and_touch_nothing_else(trained, digits):
+    # CCA on classes 0 and 1; images of class 2 as extra negatives (what an old class's samples are)
+    from varc.cca import cca_finetune
+
+    model0 = trained[0]
+    x, y, _, _ = digits
+    pool_x, pool_y, neg_x = x[y <= 1][:200], y[y <= 1][:200], x[y == 2][:100]
+
+    def finetuned(negatives: bool):
+        model = VARModel(model0.config, classes=range(10))
+        model.load_state_dict(model0.state_dict())
+        model.freeze_tokenizer()
+        others = {k: v.clone() for k, v in model.state_dict().items() if not any(f"sets.{c}." in k for c in (0, 1))}
+        neg_tokens = encode_dataset(model, neg_x)
+        cca_finetune(model, encode_dataset(model, pool_x), pool_y, params=model.class_parameters([0, 1]),
+                     negative_pool=[0, 1], lr=1e-3, epochs=2, batch_size=32,
+                     negatives=neg_tokens if negatives else None)
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in others.items())
+        with torch.no_grad():
+            return model.class_log_likelihoods(neg_x, [0, 1]).mean().item()
+
+    with torch.no_grad():
+        before = model0.class_log_likelihoods(neg_x, [0, 1]).mean().item()
+    plain, with_negatives = finetuned(False), finetuned(True)
+    assert with_negatives < plain and with_negatives < before - 1.0

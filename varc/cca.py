@@ -11,6 +11,13 @@ likelihood with a logistic loss on the log-likelihood ratio against a frozen ref
 with l = log p(x | y) summed over tokens and y_neg another class. Negatives are drawn from a
 given pool (in class-incremental learning, the classes of the current experience), so the
 heads of earlier classes are neither used nor moved.
+
+``negatives`` adds images of other classes that only ever serve as negatives: each batch also
+pushes a pool class's likelihood down on as many of them, drawn at random, paired with a pool
+class at random, with the same weight lambda. In class-incremental learning without stored
+images they can be images sampled from the earlier classes' own heads (generative replay of
+negatives, after Shin et al. 2017), so that a new head also learns what the old classes look
+like, which the experience's own images cannot show it.
 """
 
 from __future__ import annotations
@@ -38,9 +45,10 @@ def _class_lls(model: VARModel, tokens: list[Tensor], classes: Sequence[int], ba
 
 def cca_finetune(model: VARModel, tokens: list[Tensor], labels: Tensor, *, params: Sequence[nn.Parameter],
                  negative_pool: Sequence[int], epochs: int = 1, lr: float = 1e-4, beta: float = 0.02,
-                 lam: float = 1.0, batch_size: int = 64, seed: int = 0,
+                 lam: float = 1.0, batch_size: int = 64, seed: int = 0, negatives: list[Tensor] | None = None,
                  progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Fine-tune ``params`` with the CCA loss; the reference is the model as it is on entry."""
+    """Fine-tune ``params`` with the CCA loss; the reference is the model as it is on entry.
+    ``negatives``: token maps of extra negative images (see the module docstring), or None."""
     pool = [int(c) for c in negative_pool]
     if len(pool) < 2:
         raise ValueError(f"CCA needs at least two classes to draw negatives from, got {pool}")
@@ -49,6 +57,9 @@ def cca_finetune(model: VARModel, tokens: list[Tensor], labels: Tensor, *, param
     if not set(labels.tolist()) <= set(pool):
         raise ValueError("every label must be in the negative pool (the classes being fine-tuned)")
     ref_NC = _class_lls(model, tokens, pool, batch_size=512)  # frozen reference log-likelihoods
+    if negatives is not None and len(negatives[0]) == 0:
+        raise ValueError("negatives holds no image; pass None for none")
+    ref_MC = _class_lls(model, negatives, pool, batch_size=512) if negatives is not None else None
     params = list(params)
     opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -76,6 +87,14 @@ def cca_finetune(model: VARModel, tokens: list[Tensor], labels: Tensor, *, param
                 ref_P = torch.cat([ref_NC[idx, yi], ref_NC[idx, neg_i]]).to(ll_P.device)
                 ratio_pos, ratio_neg = (beta * (ll_P - ref_P)).chunk(2)
                 loss = -F.logsigmoid(ratio_pos).mean() - lam * F.logsigmoid(-ratio_neg).mean()
+                if ref_MC is not None:  # as many extra negatives, each under a random pool class
+                    j = torch.randint(len(ref_MC), (len(idx),), generator=g)
+                    cj = torch.randint(len(pool), (len(idx),), generator=g)
+                    ll_M = model.pair_token_log_probs([t[j].to(model.device) for t in negatives],
+                                                      torch.arange(len(j), device=model.device),
+                                                      torch.tensor(pool)[cj].to(model.device)).sum(1)
+                    ratio_extra = beta * (ll_M - ref_MC[j, cj].to(ll_M.device))
+                    loss = loss - lam * F.logsigmoid(-ratio_extra).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

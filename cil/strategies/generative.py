@@ -89,6 +89,9 @@ def check_settings(params: dict, *, where: str, image_shape: tuple[int, int, int
     if params["holdout"] and params["ema_decay"]:
         raise UserError(f"{where}: holdout keeps each epoch's weights, ema_decay their average; set one of "
                         "them (the other to 0)")
+    if params["cca_old_samples"] and not params["cca_epochs"]:
+        raise UserError(f"{where}.cca_old_samples is {params['cca_old_samples']} but cca_epochs is 0, so no CCA "
+                        "runs to use them; set cca_epochs >= 1 or remove cca_old_samples")
     if not params["holdout"] < 0.5:
         raise UserError(f"{where}.holdout is {params['holdout']}; hold out less than half of each class's "
                         "images (e.g. 0.1), or 0 to train on all of them")
@@ -364,12 +367,29 @@ class VARClassifier(ScoreClassifier):
             return
         from varc.cca import cca_finetune
 
+        old = [c for c in self.var.classes if c not in new]
+        negatives = self._sampled_images(old, s["cca_old_samples"], seed) if s["cca_old_samples"] and old else None
         cca_finetune(self.var, tokens, labels, params=self.var.class_parameters(new), negative_pool=new,
                      epochs=s["cca_epochs"], lr=s["cca_lr"], beta=s["cca_beta"], lam=s["cca_lambda"],
-                     batch_size=s["batch_size"], seed=seed,
+                     batch_size=s["batch_size"], seed=seed, negatives=negatives,
                      progress=lambda r: self._log(f"exp {self.exp_index + 1} CCA epoch {r['epoch']}/{r['epochs']}: "
                                                   f"loss {r['loss']:.4f} pair acc {r['pair_accuracy']:.3f} "
                                                   f"({r['seconds']:.1f} s)"))
+
+    def _sampled_images(self, classes: list[int], per_class: int, seed: int) -> list:
+        """Token maps of ``per_class`` images drawn from each of these classes' heads, tokenised
+        as a test image is: what the earlier classes look like, with no image of theirs stored."""
+        import torch
+
+        from varc import train as vt
+
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(seed)
+        labels = [c for c in classes for _ in range(per_class)]
+        images = torch.cat([self.var.sample(labels[i:i + 256], generator=g) for i in range(0, len(labels), 256)])
+        self._log(f"exp {self.exp_index + 1}: sampled {per_class} images of each of the {len(classes)} earlier "
+                  f"classes as CCA negatives ({time.perf_counter() - t0:.1f} s)")
+        return vt.encode_dataset(self.var, images)
 
     def _holdout(self, labels, seed: int):
         """(fit, held-out) indices: ``holdout`` of each class's images, stratified and seeded."""
@@ -489,6 +509,7 @@ def build_varc(
     cca_lr: PositiveFloat = 1e-4,
     cca_beta: PositiveFloat = 0.02,
     cca_lambda: NonNegativeFloat = 1.0,
+    cca_old_samples: NonNegativeInt = 0,  # images sampled from each earlier class's head as extra CCA negatives
     report_settings: list = [],  # extra inference settings to time on the final model
     report_limit: PositiveInt | None = None,  # inference report on a fixed random N of the test images
     report_classes: list[PositiveInt] = [],  # also report against the first N classes learnt, for each N (frozen trunk)
