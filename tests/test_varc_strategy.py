@@ -530,3 +530,23 @@ def test_the_tokenizer_coverage_script_reports_every_class_for_every_setting(mon
     monkeypatch.setattr(sys, "argv", ["tokenizer_coverage.py", "--dataset", "digits", "--lr", "0"])
     with pytest.raises(SystemExit, match="--lr > 0"):
         cov.main()
+
+
+def test_the_cca_effect_script_sorts_each_shift_and_error_by_when_the_classes_were_learnt():
+    """benchmarks/cca_effect.py: head c's shift on an image counts as own / partner / before / after
+    by the experiences that brought the image's class and c; errors within one experience or across."""
+    import numpy as np
+
+    fx = _benchmark("cca_effect")
+    config = {"run": {"classes_per_experience": [[3, 1], [0, 2]]}}
+    exp_of = fx.experiences(config)
+    assert exp_of == {3: 0, 1: 0, 0: 1, 2: 1}
+    classes = [0, 1, 2, 3]
+    y_N = np.array([3, 0])
+    d_NC = np.array([[10.0, 20.0, 30.0, 40.0],  # an image of class 3 (first experience)
+                     [1.0, 2.0, 3.0, 4.0]])  # an image of class 0 (second experience)
+    shift = fx.shift_by_relation(d_NC, y_N, classes, exp_of)
+    # own: head 3 on its image 40, head 0 on its 1; partner: head 1 on class 3 (20), head 2 on
+    # class 0 (3); heads 0 and 2 came after class 3 (before: 10, 30); heads 1, 3 before class 0 (after: 2, 4)
+    assert shift == {"own": 20.5, "partner": 11.5, "before": 20.0, "after": 3.0}
+    assert fx.error_split(np.array([1, 3, 0]), np.array([3, 0, 0]), exp_of) == (2, 1, 1)  # 3->1 within, 0->3 across
