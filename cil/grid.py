@@ -254,11 +254,37 @@ def submission_order(todo: list[Cell]) -> list[Cell]:
     return sorted(todo, key=lambda cell: -registry.get(cell.entry.strategy).cost)
 
 
+class _LineBoard:
+    """A Ray actor (no CPU of its own) that holds the cells' progress lines until the driver takes
+    them: (cell label, fraction of the cell done, line)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, float, str]] = []
+
+    def put(self, item: tuple[str, float, str]) -> None:
+        self.items.append(item)
+
+    def take(self) -> list[tuple[str, float, str]]:
+        items, self.items = self.items, []
+        return items
+
+    def sync(self) -> None:
+        """Returns once every earlier put of the caller is held (one caller's calls run in order)."""
+
+
+def line_sender(board, label: str):
+    """A cell's ``progress`` callback: posts each line to ``board`` without waiting. A task that
+    waits on ``ray.get`` lends its CPUs back to Ray, which then starts another cell beside it,
+    so a blocking post would run more cells at once than ``--workers``."""
+    return lambda line, done: board.put.remote((label, done, line))
+
+
 def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: bool, verbose: bool,
-              command: str, lines=None):
+              command: str, board=None):
     """A Ray task: one cell on a worker; checkpoints only where the run folder is shared. Each
-    finished experience sends (cell label, fraction done, its line) to ``lines`` (a Ray queue the
-    driver reads), if given."""
+    finished experience posts (cell label, fraction done, its line) to ``board`` (a
+    ``_LineBoard`` the driver reads), if given."""
+    import ray
     import torch
 
     from cil import results
@@ -273,11 +299,12 @@ def _ray_cell(protocol: Protocol, cell: Cell, out_dir: str, probe: str, force: b
                         "drop `loggers:`")
     folder = results.cell_dir(out_dir, cell.entry.name, cell.seed, protocol.folder_order(cell))
     with _quiet_avalanche_deprecations():
-        return run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,
-                        force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command,
-                        log_dir=folder / "logs",
-                        progress=(lambda line, done: lines.put((cell.label, done, line))) if lines is not None
-                        else None)
+        record = run_cell(protocol, cell, dataset=dataset, stream=stream, log=print if verbose else None,
+                          force=force, checkpoint_dir=folder / "checkpoints" if shared else None, command=command,
+                          log_dir=folder / "logs", progress=line_sender(board, cell.label) if board else None)
+    if board is not None:
+        ray.get(board.sync.remote())  # the driver reads every line of the cell before its result
+    return record
 
 
 def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force: bool, workers: int | None,
@@ -289,7 +316,6 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
 
     import ray
     from ray.exceptions import RayError, RayTaskError
-    from ray.util.queue import Queue
 
     progress = _Progress(total=len(todo), log=writer.log)  # before ray.init, which wraps sys.stderr
     started = not ray.is_initialized()
@@ -303,9 +329,9 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
     probe_path = writer.out_dir / probe
     probe_path.write_text("the run folder is shared with this node\n")
     pending: dict = {}
-    lines = None
+    board = None
     try:
-        lines = None if verbose else Queue(actor_options={"num_cpus": 0})  # takes no worker's CPU
+        board = None if verbose else ray.remote(num_cpus=0)(_LineBoard).remote()  # takes no worker's CPU
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         wants_gpu = protocol.device.startswith("cuda") or (protocol.device == "auto" and has_gpus)
         capacity = ray.cluster_resources().get("CPU", 1)
@@ -316,14 +342,14 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
             gpus = float(cell.entry.resources.get("gpus", 1.0 if wants_gpu else 0.0))
             ref = task.options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES,
                                name=f"cil cell {cell.label}").remote(
-                protocol, cell, str(writer.out_dir), probe, force, verbose, command, lines)
+                protocol, cell, str(writer.out_dir), probe, force, verbose, command, board)
             pending[ref] = cell
         slots = max(1, int(capacity // max(protocol.threads, 1)))
         progress.update(running=min(slots, len(pending)))
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            # a cell puts its lines before it returns: a finished cell's are all here by now
-            for label, done, line in lines.get_nowait_batch(lines.qsize()) if lines is not None else []:
+            # a cell's lines are on the board before it returns: a finished cell's are all here
+            for label, done, line in ray.get(board.take.remote()) if board is not None else []:
                 progress.clear()
                 progress.partial[label] = done
                 if writer.log is not None:
@@ -354,7 +380,7 @@ def _run_on_ray(protocol: Protocol, todo: list[Cell], writer: _Writer, *, force:
     finally:
         progress.close()
         probe_path.unlink(missing_ok=True)
-        if lines is not None:
-            lines.shutdown()
+        if board is not None:
+            ray.kill(board)
         if started:
             ray.shutdown()

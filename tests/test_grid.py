@@ -205,6 +205,38 @@ def test_parallel_results_equal_serial_results_cell_by_cell(tmp_path, local_ray,
     assert not list((tmp_path / "parallel").glob(".grid-*")) and not (tmp_path / "parallel" / ".lock").exists()
 
 
+def test_a_cell_posting_its_progress_keeps_its_cpus(local_ray):
+    # a Ray task that waits on ray.get lends its CPUs out, and Ray starts another task beside it:
+    # posting progress must not wait, or a grid runs more cells at once than --workers
+    from cil.grid import _LineBoard, line_sender
+
+    ray = local_ray
+    board = ray.remote(num_cpus=0)(_LineBoard).remote()
+
+    @ray.remote(num_cpus=2)  # every CPU of the instance
+    def cell(board):
+        send, start = line_sender(board, "cell"), time.time()
+        for i in range(20):
+            send(f"line {i}", (i + 1) / 20)
+            time.sleep(0.05)
+        ray.get(board.sync.remote())
+        return start, time.time()
+
+    @ray.remote(num_cpus=1)
+    def other():
+        return time.time()
+
+    first = cell.remote(board)
+    seen = []
+    while not seen:  # the cell runs
+        seen = ray.get(board.take.remote())
+    started = ray.get(other.remote())
+    start, end = ray.get(first)
+    assert started >= end
+    seen += ray.get(board.take.remote())
+    assert [line for _, _, line in seen] == [f"line {i}" for i in range(20)] and seen[-1][1] == 1.0
+
+
 def test_the_time_left_counts_the_finished_experiences_of_running_cells():
     from cil.grid import _Progress
 
