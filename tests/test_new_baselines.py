@@ -240,6 +240,36 @@ def test_vae_gc_scores_are_deterministic_and_leave_the_global_rng_alone(digits6)
     assert torch.isfinite(first).all()  # digits 0..5 are all among the first 200 images
 
 
+def test_vae_gc_remembers_old_classes_estimates_bit_for_bit(digits6):
+    """After each experience the scores equal a fresh estimate under every class's VAE, bit for
+    bit, and only the new classes are estimated; the same images in another place of a batch
+    (other importance noise) are estimated afresh; a checkpoint carries what was estimated."""
+    core = PerClassVAEClassifier(N_CLASSES, 64, hidden=[16], latent_dim=2, iterations=10, importance_samples=7)
+    x = _pixels(digits6.x_test[:40])
+    estimated, estimate = [], core._class_log_likelihood
+    core._class_log_likelihood = lambda c, xb: estimated.append(c) or estimate(c, xb)
+    y = torch.as_tensor(digits6.y_train)
+    for k, pair in enumerate(((0, 1), (2, 3), (4, 5))):
+        sel = (y == pair[0]) | (y == pair[1])
+        core.update(_pixels(digits6.x_train[sel.numpy()]), y[sel])
+        estimated.clear()
+        got = core.scores(x)
+        assert estimated == list(pair)  # the earlier classes come from the memo
+        fresh = torch.stack([estimate(c, core._flat(x)) for c in core.classes], dim=1)
+        assert torch.equal(got[:, core.classes], fresh)
+        assert torch.isinf(got[:, 2 * (k + 1):]).all()
+    estimated.clear()
+    shifted = core.scores(x[5:25])  # new places in a new batch size: new noise, so new estimates
+    assert estimated == core.classes
+    assert torch.equal(shifted, torch.stack([estimate(c, core._flat(x[5:25])) for c in core.classes], dim=1))
+    assert not torch.equal(shifted, got[5:25])  # and the check can fail
+    restored = PerClassVAEClassifier(N_CLASSES, 64, hidden=[16], latent_dim=2, iterations=10, importance_samples=7)
+    restored.load_state_dict(core.state_dict())
+    calls = []
+    restored._class_log_likelihood = lambda c, xb: calls.append(c)
+    assert torch.equal(restored.scores(x), got) and calls == []
+
+
 def test_checkpoints_restore_the_same_scores(digits6):
     stream = _stream(digits6)
     x = _pixels(digits6.x_test[:30])

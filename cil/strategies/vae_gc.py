@@ -98,6 +98,12 @@ class PerClassVAEClassifier(ScoreClassifier):
     importance-sampled log p(x|y) with ``importance_samples`` samples for every class seen (the
     same noise for every class, drawn from a generator seeded with ``seed``: evaluation is
     deterministic and leaves the global RNG alone), -inf for the others.
+
+    A VAE never changes once its class is learnt, so each image's estimates are remembered
+    (``varc.memo.ScoreMemo``): the evaluation after experience k scores only the new classes.
+    The importance noise is drawn per batch, so an estimate depends on the image, its place in
+    the batch and the batch's size; the memo's key holds all three, and a remembered estimate is
+    bit-identical to a fresh one.
     """
 
     checkpoints = True
@@ -122,6 +128,9 @@ class PerClassVAEClassifier(ScoreClassifier):
         self.importance_samples, self.eval_likelihood = importance_samples, eval_likelihood
         self.seed, self.device, self.log = seed, device, log
         self.vaes = nn.ModuleDict()  # str(class) -> that class's VAE, each its own module
+        from varc.memo import ScoreMemo
+
+        self.memo = ScoreMemo(n_classes)
 
     @property
     def classes(self) -> list[int]:
@@ -150,6 +159,7 @@ class PerClassVAEClassifier(ScoreClassifier):
                 self.vaes[str(c)] = self._new_vae(c)
             t0 = time.perf_counter()
             loss = self._train_vae(self.vaes[str(c)], x[y == c], seed=self.seed * 1000 + c)
+            self.memo.forget([c])  # a class seen again has moved on
             if self.log is not None:
                 self.log(f"class {c}: {self.iterations} iterations on {int((y == c).sum())} images, "
                          f"final -ELBO/pixel {loss:.4f} ({time.perf_counter() - t0:.1f} s)")
@@ -207,15 +217,33 @@ class PerClassVAEClassifier(ScoreClassifier):
         """[B, n_classes]: log p(x|y) (uniform class prior) for seen classes, -inf for the others."""
         import torch
 
+        from varc.memo import digests
+
         out = torch.full((len(x_BD), self.n_classes), float("-inf"), device=self.device)
+        classes = self.classes
+        if not classes:
+            return out.to(x_BD.device)
         x = self._flat(x_BD)
-        for c in self.classes:
-            g = torch.Generator(device=torch.device(self.device)).manual_seed(self.seed)  # same noise, every class
-            out[:, c] = self.log_likelihood(self.vaes[str(c)], x, self.importance_samples, generator=g)
+        B = len(x)
+        keys = digests(x, [f"{b}/{B}".encode() for b in range(B)])  # the noise depends on b and B
+
+        def estimate(rows_b, some: list[int]):
+            ll_BC = torch.stack([self._class_log_likelihood(c, x) for c in some], dim=1)
+            return ll_BC[rows_b.to(ll_BC.device)]  # the whole batch is scored: the same noise as always
+
+        out[:, classes] = self.memo.scores(keys, classes, estimate)[..., 0].to(out.device)
         return out.to(x_BD.device)
 
+    def _class_log_likelihood(self, c: int, x_BD: torch.Tensor) -> torch.Tensor:
+        """[B] estimates under class c's VAE, with the noise every class shares."""
+        import torch
+
+        g = torch.Generator(device=torch.device(self.device)).manual_seed(self.seed)
+        return self.log_likelihood(self.vaes[str(c)], x_BD, self.importance_samples, generator=g)
+
     def state_dict(self) -> dict:
-        return {"classes": self.classes, "vaes": {k: v.detach().cpu() for k, v in self.vaes.state_dict().items()}}
+        return {"classes": self.classes, "vaes": {k: v.detach().cpu() for k, v in self.vaes.state_dict().items()},
+                "memo": self.memo.state()}  # a resumed run estimates again nothing it had estimated
 
     def load_state_dict(self, state: dict) -> None:
         from torch import nn
@@ -223,6 +251,10 @@ class PerClassVAEClassifier(ScoreClassifier):
         self.vaes = nn.ModuleDict({str(c): self._new_vae(int(c)) for c in state["classes"]})
         self.vaes.load_state_dict(state["vaes"])
         self.vaes.eval()
+        if "memo" in state:
+            self.memo.load(state["memo"])
+        else:  # a checkpoint written before the memo was saved
+            self.memo.clear()
 
 
 def _check(params: dict, *, where: str, image_shape: tuple[int, int, int] | None) -> None:
