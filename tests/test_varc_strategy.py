@@ -150,11 +150,11 @@ def test_remembered_likelihoods_equal_scoring_every_class_again(digits_stream, t
     scored = []  # the classes each call had to score
     remembered = clf.memo.scores
 
-    def recording(x, classes, compute):
-        def counted(xb, some):
+    def recording(keys, classes, compute):
+        def counted(rows, some):
             scored.append(list(some))
-            return compute(xb, some)
-        return remembered(x, classes, counted)
+            return compute(rows, some)
+        return remembered(keys, classes, counted)
 
     clf.memo.scores = recording
     for k in range(3):
@@ -297,6 +297,36 @@ def test_margin_stages_keep_only_candidates_close_to_the_best(scored_var):
             parse_schedule(bad, var.num_scales)
 
 
+@pytest.mark.parametrize("stages, samples", [(((1, 3, 2.0), (2, 2), (None, 1)), 1), (((2, 2), (None, 1)), 2)])
+def test_remembered_prefixes_predict_what_fresh_pruning_and_smoothing_predict(scored_var, stages, samples):
+    """A-VARC+ with a memo of per-scale log-likelihoods: the same predictions and (to rounding)
+    the same scores as scoring afresh, as classes arrive; scoring again costs nothing and gives
+    the same bits; a pair reaches deeper scales only where a stage needs them."""
+    from varc.classifier import ScoringConfig, score
+    from varc.memo import ScoreMemo
+
+    var, images, classes = scored_var
+    config = ScoringConfig(prune=stages, smooth_samples=samples, smooth_std=0.3 if samples > 1 else 0.0)
+    memo = ScoreMemo(10, width=var.num_scales)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731 - the classifier's per-call generator
+    for seen in (classes[:2], classes[:3], classes):
+        fresh = score(var, images, seen, config, generator=gen())
+        kept = score(var, images, seen, config, generator=gen(), memo=memo)
+        assert torch.equal(kept.predict(seen), fresh.predict(seen))
+        assert torch.equal(torch.isinf(kept.scores_BC), torch.isinf(fresh.scores_BC))
+        alive = torch.isfinite(fresh.scores_BC)
+        torch.testing.assert_close(kept.scores_BC[alive], fresh.scores_BC[alive], rtol=1e-5, atol=1e-4)
+        if seen != classes[:2]:
+            assert 0 < kept.token_forwards < fresh.token_forwards  # the old classes' scales are read back
+        again = score(var, images, seen, config, generator=gen(), memo=memo)
+        assert again.token_forwards == 0 and torch.equal(again.scores_BC, kept.scores_BC)
+    assert len(memo.rows) == 64 * samples  # one row per tokenisation
+    rows = torch.stack(list(memo.rows.values()))[:, classes]
+    assert rows[..., 0].isfinite().all() and rows[..., -1].isnan().any()  # pruned pairs stop early
+    with pytest.raises(ValueError, match="does not fit"):
+        score(var, images, classes, config, memo=ScoreMemo(10, width=1))
+
+
 def _benchmark(name: str):
     """A script of benchmarks/ as a module (its sibling scripts importable, as when it runs)."""
     import importlib.util
@@ -407,6 +437,38 @@ def test_a_restored_checkpoint_keeps_the_likelihood_memo(digits_stream, monkeypa
     assert calls == []  # nothing scored again
     restored.memo.clear()
     assert torch.equal(restored.scores(x_BCHW), before) and calls  # and the check can fail
+
+
+def test_a_pruning_classifier_remembers_scales_and_predicts_as_fresh_scoring(digits_stream):
+    """A-VARC+'s classifier scores through its memo of per-scale log-likelihoods: after each
+    experience it predicts what a fresh pruned, smoothed scoring predicts; the memo travels in
+    the checkpoint and gives the restored classifier the same scores."""
+    import io
+
+    from varc.classifier import log_prior, score
+
+    ds, stream = digits_stream
+    strategy = make_strategy(ds, "avarc_plus", prune=[[1, 2], ["full", 1]], smooth_samples=2, smooth_std=0.2)
+    clf = strategy.classifier
+    assert clf.memo.width == clf.var.num_scales
+    images = torch.as_tensor(ds.x_test[:48]).float().div(255)[:, None]
+    for exp in stream.benchmark.train_stream[:2]:
+        strategy.train(exp)
+        got = clf.scores(images)
+        classes = clf.var.classes
+        fresh = score(clf.var, images, classes, clf.scoring, log_prior_C=log_prior(classes),
+                      generator=torch.Generator().manual_seed(0))
+        assert torch.equal(got[:, classes].argmax(1), fresh.scores_BC.argmax(1))
+        assert torch.equal(torch.isinf(got[:, classes]), torch.isinf(fresh.scores_BC))
+    n_rows = len(clf.memo.rows)
+    buffer = io.BytesIO()
+    torch.save(clf.state_dict(), buffer)
+    buffer.seek(0)
+    restored = make_strategy(ds, "avarc_plus", prune=[[1, 2], ["full", 1]], smooth_samples=2,
+                             smooth_std=0.2).classifier
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert len(restored.memo.rows) == n_rows == 2 * 48
+    assert torch.equal(restored.scores(images), got)
 
 
 def _interrupted_run(tmp_path, monkeypatch, out: str):

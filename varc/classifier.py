@@ -33,6 +33,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from varc.memo import ScoreMemo, digests
 from varc.model import VARModel
 from varc.transformer import KVCache
 
@@ -135,10 +136,43 @@ def log_prior(classes: Sequence[int], counts: dict[int, int] | None = None) -> T
     return (n / n.sum()).log()
 
 
+def _remembered_prefix(model: VARModel, memo: ScoreMemo, keys: list[bytes], tokens: list[Tensor], b_P: Tensor,
+                       c_P: Tensor, m: int | None, first: int, chunk_size: int) -> tuple[Tensor, int]:
+    """(log-likelihood [P] of scales first..m-1 of each (image, class) pair, token-forwards
+    spent): scales remembered in ``memo`` (rows [n_classes, num_scales]) are read back; a pair
+    missing any of the first m scales is scored on all of them, from scratch, and the scales it
+    missed are remembered."""
+    n = m or model.num_scales
+    table_BNS = memo.table(keys).to(b_P.device)
+    part_PS = table_BNS[b_P, c_P, :n]
+    miss_P = part_PS.isnan().any(1)
+    spent = 0
+    if miss_P.any():
+        lp_Ql = model.pair_token_log_probs(tokens, b_P[miss_P], c_P[miss_P], m, chunk_size)
+        spent = lp_Ql.numel()
+        new_QS = torch.stack([lp_Ql[:, a:e].sum(1) for a, e in
+                              zip([0] + model.scale_ends[: n - 1], model.scale_ends[:n])], dim=1)
+        old_QS = part_PS[miss_P]  # scales an earlier stage read keep their bits, as that stage ranked on them
+        part_PS[miss_P] = torch.where(old_QS.isnan(), new_QS, old_QS)
+        table_BNS[b_P, c_P, :n] = part_PS
+        rows = b_P[miss_P].unique()
+        memo.remember([keys[b] for b in rows.tolist()], table_BNS[rows])
+    return part_PS[:, first:].sum(1), spent
+
+
 @torch.no_grad()
 def score(model: VARModel, images: Tensor, classes: Sequence[int], config: ScoringConfig = ScoringConfig(),
-          *, log_prior_C: Tensor | None = None, generator: torch.Generator | None = None) -> Scores:
-    """Score every image against every class in ``classes`` as ``config`` says."""
+          *, log_prior_C: Tensor | None = None, generator: torch.Generator | None = None,
+          memo: ScoreMemo | None = None) -> Scores:
+    """Score every image against every class in ``classes`` as ``config`` says.
+
+    ``memo``, for a model whose scored classes do not change between calls: a
+    ``ScoreMemo(n_classes, width=num_scales)`` of per-scale log-likelihoods keyed by
+    tokenisation, so a pair scored once (on as many scales as a stage needed) is read back, not
+    scored again. Predictions are the same; a remembered score may differ from a fresh one in
+    the last bits (its scales are summed one by one). ``token_forwards`` then counts only the
+    positions scored in this call.
+    """
     classes = [int(c) for c in classes]
     if not classes:
         raise ValueError("score: no candidate classes")
@@ -153,6 +187,12 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
     toks = [model.encode(images)]
     for _ in range(config.smooth_samples - 1):
         toks.append(model.encode(images, noise_std=config.smooth_std, generator=generator))
+
+    if memo is not None and (memo.width != model.num_scales or memo.n_classes <= max(classes)):
+        raise ValueError(f"score: a memo of {memo.n_classes} classes x {memo.width} scales does not fit a model of "
+                         f"{model.num_scales} scales scoring classes up to {max(classes)}")
+    keys = [digests(model.flatten_tokens(t)) for t in toks] if memo is not None else []
+    first_scale = 0  # the first scale a stage scores (stages before it scored the rest)
 
     alive_BC = torch.ones(B, C, dtype=torch.bool, device=device)
     decided_B = torch.zeros(B, dtype=torch.bool, device=device)  # one candidate left: nothing more to score
@@ -172,7 +212,14 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
         b_P, c_P = active_BC.nonzero(as_tuple=True)
         rows_P = row_BC[b_P, c_P]
         ll_P = torch.zeros(len(b_P), device=device)
+        l = model.prefix_len(m)
         for i, t in enumerate(toks):
+            if memo is not None:
+                ll, spent = _remembered_prefix(model, memo, keys[i], t, b_P, labels_C[c_P], m, first_scale,
+                                               config.chunk_size)
+                ll_P += ll
+                forwards += spent
+                continue
             past = caches[i].select(rows_P) if caches[i] is not None else None
             pairs = (t, b_P, labels_C[c_P], m, config.chunk_size)
             if last:  # nothing continues the last stage: no cache to keep
@@ -180,10 +227,10 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
             else:
                 lp_Pl, caches[i] = model.pair_token_log_probs_with_cache(*pairs, past=past)
             ll_P += lp_Pl.sum(1)
-        l = model.prefix_len(m)
-        forwards += len(b_P) * (l - done_l) * len(toks)
+        if memo is None:
+            forwards += len(b_P) * (l - done_l) * len(toks)
         per_stage.append(len(b_P))
-        done_l = l
+        done_l, first_scale = l, m or model.num_scales
         ll_BC[b_P, c_P] += ll_P / len(toks)
         row_BC[b_P, c_P] = torch.arange(len(b_P), device=device)
         scores_BC[b_P, c_P] = ll_BC[b_P, c_P] + prior_C[c_P]

@@ -14,9 +14,12 @@ A non-SGD strategy (``cil.strategies.base.ScoreClassifier``): ``scores`` is a [B
 matrix, log p(x|y) + log p(y) for the classes seen so far and -inf for the others, so accuracy,
 forgetting and BWT apply unchanged; likelihood training has its own schedule in ``update``.
 
-With the trunk frozen, an old class's log p(x|y) never changes, so plain scoring remembers it
-per image (``LikelihoodMemo``): the evaluation after experience k scores only the new classes,
-instead of every class seen so far (5.5x fewer class scorings over 10 experiences of 2 classes).
+With the trunk frozen, an old class's log p(x|y) never changes, so the classifier remembers it
+(``varc.memo.ScoreMemo``): the evaluation after experience k scores only the new classes, instead
+of every class seen so far (5.5x fewer class scorings over 10 experiences of 2 classes). Plain
+scoring remembers log p(x|y) per image; A-VARC+ remembers it per tokenisation and per scale, so
+that its pruning stages read back the prefixes they need (its candidates change as classes
+arrive) and a pair is scored only on the scales no earlier evaluation reached.
 """
 
 from __future__ import annotations
@@ -129,65 +132,6 @@ def report_subset(n_images: int, limit: int | None):
     return report_order(n_images)[:limit] if limit and limit < n_images else torch.arange(n_images)
 
 
-class LikelihoodMemo:
-    """log p(x|y) of the images already scored, per class, keyed by the image's bytes.
-
-    Valid while the scored classes' parameters do not change: the owner clears it whenever
-    they may (the first experience, ``trunk: finetune``) and saves it with its checkpoints, so
-    a resumed run does not score again what the interrupted one had scored."""
-
-    DIGEST_BYTES = 16
-
-    def __init__(self, n_classes: int) -> None:
-        self.n_classes = n_classes
-        self.rows: dict[bytes, "torch.Tensor"] = {}  # image digest -> [n_classes] float32, NaN = not scored
-
-    def clear(self) -> None:
-        self.rows.clear()
-
-    def state(self) -> dict:
-        """Tensors only (a checkpoint loads with ``weights_only``): digests [N, DIGEST_BYTES] uint8,
-        rows [N, n_classes]."""
-        import torch
-
-        keys = list(self.rows)
-        digests = torch.tensor(list(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), self.DIGEST_BYTES)
-        rows = torch.stack([self.rows[k] for k in keys]) if keys else torch.zeros(0, self.n_classes)
-        return {"digests": digests, "rows": rows}
-
-    def load(self, state: dict) -> None:
-        """Restore what :meth:`state` saved, for a model restored from the same checkpoint."""
-        digests, rows = state["digests"], state["rows"]
-        if rows.dim() != 2 or rows.shape[1] != self.n_classes or len(digests) != len(rows):
-            raise ValueError(f"likelihood memo of {tuple(rows.shape)} rows does not fit {self.n_classes} classes")
-        self.rows = {bytes(d.tolist()): r.clone() for d, r in zip(digests, rows)}
-
-    @staticmethod
-    def keys(x_BCHW) -> list[bytes]:
-        import hashlib
-
-        flat = x_BCHW.detach().to("cpu", copy=False).contiguous().reshape(x_BCHW.shape[0], -1).numpy()
-        return [hashlib.blake2b(row.tobytes(), digest_size=LikelihoodMemo.DIGEST_BYTES).digest() for row in flat]
-
-    def scores(self, x_BCHW, classes: list[int], compute) -> "torch.Tensor":
-        """[B, len(classes)] log-likelihoods; ``compute(x_bCHW, some_classes)`` scores what is missing."""
-        import torch
-
-        keys = self.keys(x_BCHW)
-        blank = torch.full((self.n_classes,), float("nan"))
-        ll_BN = torch.stack([self.rows.get(k, blank) for k in keys])
-        missing_BC = ll_BN[:, classes].isnan()
-        if missing_BC.any():
-            need_B = missing_BC.any(1).nonzero().squeeze(1)
-            need = [c for j, c in enumerate(classes) if bool(missing_BC[:, j].any())]
-            part = ll_BN[need_B]
-            part[:, need] = compute(x_BCHW[need_B.to(x_BCHW.device)], need).to("cpu", torch.float32)
-            ll_BN[need_B] = part
-            for i in need_B.tolist():
-                self.rows[keys[i]] = ll_BN[i].clone()
-        return ll_BN[:, classes]
-
-
 class VARClassifier(ScoreClassifier):
     """A VARModel as a class-incremental classifier: ``update`` trains on one experience (see the
     module docstring), ``scores`` is log p(x|y) + log p(y) for the classes seen, -inf for the
@@ -201,6 +145,7 @@ class VARClassifier(ScoreClassifier):
     def __init__(self, *, n_classes: int, image_shape: tuple[int, int, int], settings: dict, name: str,
                  seed: int, device, eval_mb_size: int, log=None) -> None:
         from varc.config import preset_for_shape
+        from varc.memo import ScoreMemo
         from varc.model import VARModel
 
         s = self.settings = settings
@@ -219,7 +164,9 @@ class VARClassifier(ScoreClassifier):
                             f"{n_classes} classes (the report against every class is always made)")
         self.counts: dict[int, int] = {}
         self.exp_index = 0
-        self.memo = LikelihoodMemo(n_classes)
+        # log p(x|y) per image (plain scoring), or per tokenisation and scale (pruning, smoothing)
+        plain = not (self.scoring.prune or self.scoring.smooth_samples > 1)
+        self.memo = ScoreMemo(n_classes, width=1 if plain else self.var.num_scales)
 
     def _report_scorings(self, name: str, n: int, main) -> list:
         """Plain VARC, each A-VARC+ inference part alone, the extra settings, the full setting."""
@@ -249,18 +196,21 @@ class VARClassifier(ScoreClassifier):
         import torch
 
         from varc.classifier import score
+        from varc.memo import digests
 
         classes = self.var.classes
         out = torch.full((x_BCHW.shape[0], self.n_classes), float("-inf"), device=x_BCHW.device)
         if not classes:
             return out
         prior_C = self.log_prior_C(classes)
-        if self.scoring.prune or self.scoring.smooth_samples > 1:  # depends on the candidates / the batch
+        if self.memo.width > 1:  # the candidates depend on every class: the memo holds scales
             res = score(self.var, x_BCHW, classes, self.scoring, log_prior_C=prior_C,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), memo=self.memo)
             out[:, classes] = res.scores_BC.to(out.device)
             return out
-        ll_BC = self.memo.scores(x_BCHW, classes, lambda x, some: score(self.var, x, some, self.scoring).scores_BC)
+        ll_BC = self.memo.scores(digests(x_BCHW), classes,
+                                 lambda b, some: score(self.var, x_BCHW[b.to(x_BCHW.device)], some,
+                                                       self.scoring).scores_BC)[..., 0]
         out[:, classes] = (ll_BC.to(prior_C.device) + prior_C.to(torch.float32)).to(out.device)
         return out
 
