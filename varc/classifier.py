@@ -101,6 +101,11 @@ class ScoringConfig:
             raise ValueError("smoothing with smooth_samples > 1 needs smooth_std > 0 (else every sample is the same)")
 
     @property
+    def plain(self) -> bool:
+        """VARC's scoring: every candidate on every scale of the one clean tokenisation."""
+        return not self.prune and self.smooth_samples == 1
+
+    @property
     def name(self) -> str:
         parts = []
         stages = [s for s in self.prune if s[0] is not None]
@@ -136,14 +141,13 @@ def log_prior(classes: Sequence[int], counts: dict[int, int] | None = None) -> T
     return (n / n.sum()).log()
 
 
-def _remembered_prefix(model: VARModel, memo: ScoreMemo, keys: list[bytes], tokens: list[Tensor], b_P: Tensor,
-                       c_P: Tensor, m: int | None, first: int, chunk_size: int) -> tuple[Tensor, int]:
+def _remembered_prefix(model: VARModel, table_BNS: Tensor, tokens: list[Tensor], b_P: Tensor, c_P: Tensor,
+                       m: int | None, first: int, chunk_size: int) -> tuple[Tensor, int]:
     """(log-likelihood [P] of scales first..m-1 of each (image, class) pair, token-forwards
-    spent): scales remembered in ``memo`` (rows [n_classes, num_scales]) are read back; a pair
-    missing any of the first m scales is scored on all of them, from scratch, and the scales it
-    missed are remembered."""
+    spent). ``table_BNS`` holds remembered per-scale log-likelihoods (NaN: not scored): they are
+    read back; a pair missing any of the first m scales is scored on all of them, from scratch,
+    and the scales it missed are filled in, in place."""
     n = m or model.num_scales
-    table_BNS = memo.table(keys).to(b_P.device)
     part_PS = table_BNS[b_P, c_P, :n]
     miss_P = part_PS.isnan().any(1)
     spent = 0
@@ -155,8 +159,6 @@ def _remembered_prefix(model: VARModel, memo: ScoreMemo, keys: list[bytes], toke
         old_QS = part_PS[miss_P]  # scales an earlier stage read keep their bits, as that stage ranked on them
         part_PS[miss_P] = torch.where(old_QS.isnan(), new_QS, old_QS)
         table_BNS[b_P, c_P, :n] = part_PS
-        rows = b_P[miss_P].unique()
-        memo.remember([keys[b] for b in rows.tolist()], table_BNS[rows])
     return part_PS[:, first:].sum(1), spent
 
 
@@ -192,6 +194,7 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
         raise ValueError(f"score: a memo of {memo.n_classes} classes x {memo.width} scales does not fit a model of "
                          f"{model.num_scales} scales scoring classes up to {max(classes)}")
     keys = [digests(model.flatten_tokens(t)) for t in toks] if memo is not None else []
+    tables = [memo.table(k).to(device) for k in keys]  # [B, n_classes, num_scales] per tokenisation
     first_scale = 0  # the first scale a stage scores (stages before it scored the rest)
 
     alive_BC = torch.ones(B, C, dtype=torch.bool, device=device)
@@ -215,7 +218,7 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
         l = model.prefix_len(m)
         for i, t in enumerate(toks):
             if memo is not None:
-                ll, spent = _remembered_prefix(model, memo, keys[i], t, b_P, labels_C[c_P], m, first_scale,
+                ll, spent = _remembered_prefix(model, tables[i], t, b_P, labels_C[c_P], m, first_scale,
                                                config.chunk_size)
                 ll_P += ll
                 forwards += spent
@@ -242,4 +245,6 @@ def score(model: VARModel, images: Tensor, classes: Sequence[int], config: Scori
             alive_BC &= keep_BC | decided_B[:, None]
             scores_BC = scores_BC.masked_fill(~alive_BC, float("-inf"))
             decided_B = alive_BC.sum(1) == 1
+    for k, table_BNS in zip(keys, tables):
+        memo.remember(k, table_BNS)
     return Scores(scores_BC=scores_BC, token_forwards=forwards, stage_candidates=per_stage)

@@ -165,8 +165,7 @@ class VARClassifier(ScoreClassifier):
         self.counts: dict[int, int] = {}
         self.exp_index = 0
         # log p(x|y) per image (plain scoring), or per tokenisation and scale (pruning, smoothing)
-        plain = not (self.scoring.prune or self.scoring.smooth_samples > 1)
-        self.memo = ScoreMemo(n_classes, width=1 if plain else self.var.num_scales)
+        self.memo = ScoreMemo(n_classes, width=1 if self.scoring.plain else self.var.num_scales)
 
     def _report_scorings(self, name: str, n: int, main) -> list:
         """Plain VARC, each A-VARC+ inference part alone, the extra settings, the full setting."""
@@ -203,7 +202,7 @@ class VARClassifier(ScoreClassifier):
         if not classes:
             return out
         prior_C = self.log_prior_C(classes)
-        if self.memo.width > 1:  # the candidates depend on every class: the memo holds scales
+        if not self.scoring.plain:  # the candidates depend on every class: the memo holds scales
             res = score(self.var, x_BCHW, classes, self.scoring, log_prior_C=prior_C,
                         generator=torch.Generator().manual_seed(0), memo=self.memo)
             out[:, classes] = res.scores_BC.to(out.device)
