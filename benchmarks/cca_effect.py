@@ -32,13 +32,6 @@ from varc.model import VARModel
 from varc.train import as_image_tensor
 
 
-def class_log_likelihoods(model: VARModel, images: torch.Tensor, classes: list[int], batch: int = 128) -> torch.Tensor:
-    """log p(x | c) [N, C] for every image and class."""
-    with torch.no_grad():
-        return torch.cat([model.class_log_likelihoods(images[s:s + batch], classes)
-                          for s in range(0, len(images), batch)])
-
-
 def shift_by_relation(d_NC: np.ndarray, y_N: np.ndarray, classes: list[int], exp_of: dict[int, int]) -> dict[str, float]:
     """Mean of d_NC[n, c] over the (image, head) pairs of each relation between the image's class
     and the head's class c: 'own', 'partner' (same experience), 'before' (image's class learnt
@@ -90,7 +83,8 @@ def main() -> None:
             path = args.run_dir / row / cell / "model.pt"
             if not path.is_file():
                 raise SystemExit(f"error: {path} is missing; run the row's cell first")
-            lls[row] = class_log_likelihoods(VARModel.load(path, device="cpu"), x, classes).numpy()
+            with torch.no_grad():
+                lls[row] = VARModel.load(path, device="cpu").class_log_likelihoods(x, classes, batch_size=128).numpy()
         ref_pred = np.asarray(classes)[lls[args.reference].argmax(1)]
         n, within, across = error_split(ref_pred, y, exp_of)
         print(f"{cell} {args.reference}: {n} errors, {within} within an experience, {across} across")

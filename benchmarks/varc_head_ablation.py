@@ -130,8 +130,7 @@ def main() -> None:
 def evaluate(model: VARModel, name: str, tokens: list[torch.Tensor], y: torch.Tensor, later: list[int],
              train_s: float) -> dict:
     classes = model.classes
-    scores = torch.cat([model.class_log_likelihoods([t[s : s + 500] for t in tokens], classes)
-                        for s in range(0, len(y), 500)])
+    scores = model.class_log_likelihoods(tokens, classes, batch_size=500)
     pred = torch.tensor(classes)[scores.argmax(1)]
     is_later = torch.isin(y, torch.tensor(later))
     own = scores[torch.arange(len(y)), torch.searchsorted(torch.tensor(classes), y)]

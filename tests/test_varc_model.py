@@ -171,6 +171,23 @@ def test_null_initialised_class_starts_as_the_unconditional_model(digits_images)
     assert not torch.equal(s[:, 0], s[:, 2])
 
 
+def test_scoring_in_batches_gives_each_batch_what_scoring_it_alone_gives(digits_images) -> None:
+    model = scramble(VARModel(digits_config("lora:2"), classes=[0, 4, 7]))
+    x = digits_images[:10]
+    with torch.no_grad():
+        batched_NC = model.class_log_likelihoods(x, [7, 0, 4], batch_size=4)
+        alone_NC = torch.cat([model.class_log_likelihoods(x[s:s + 4], [7, 0, 4]) for s in (0, 4, 8)])
+        whole_NC = model.class_log_likelihoods(x, [7, 0, 4])
+        from_tokens_NC = model.class_log_likelihoods(model.encode(x), [7, 0, 4], batch_size=4)
+        empty_NC = model.class_log_likelihoods(x[:0], [7, 0], batch_size=4)
+    assert batched_NC.shape == (10, 3) and torch.equal(batched_NC, alone_NC)
+    assert torch.equal(from_tokens_NC, batched_NC)
+    assert torch.allclose(batched_NC, whole_NC, rtol=0, atol=1e-3)
+    assert empty_NC.shape == (0, 2)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        model.class_log_likelihoods(x, [0], batch_size=0)
+
+
 def test_unknown_class_is_an_error(digits_images) -> None:
     model = VARModel(digits_config("embedding"), classes=[0, 1])
     with pytest.raises(ValueError, match="add_classes"):

@@ -33,16 +33,6 @@ from torch import Tensor, nn
 from varc.model import VARModel
 
 
-@torch.no_grad()
-def _class_lls(model: VARModel, tokens: list[Tensor], classes: Sequence[int], batch_size: int) -> Tensor:
-    """log p(x | c) [N, C] for every image (pre-tokenised) and every class of ``classes``."""
-    n = tokens[0].shape[0]
-    out = []
-    for s in range(0, n, batch_size):
-        out.append(model.class_log_likelihoods([t[s:s + batch_size].to(model.device) for t in tokens], classes).cpu())
-    return torch.cat(out)
-
-
 def cca_finetune(model: VARModel, tokens: list[Tensor], labels: Tensor, *, params: Sequence[nn.Parameter],
                  negative_pool: Sequence[int], epochs: int = 1, lr: float = 1e-4, beta: float = 0.02,
                  lam: float = 1.0, batch_size: int = 64, seed: int = 0, negatives: list[Tensor] | None = None,
@@ -56,10 +46,11 @@ def cca_finetune(model: VARModel, tokens: list[Tensor], labels: Tensor, *, param
     col = {c: i for i, c in enumerate(pool)}
     if not set(labels.tolist()) <= set(pool):
         raise ValueError("every label must be in the negative pool (the classes being fine-tuned)")
-    ref_NC = _class_lls(model, tokens, pool, batch_size=512)  # frozen reference log-likelihoods
     if negatives is not None and len(negatives[0]) == 0:
         raise ValueError("negatives holds no image; pass None for none")
-    ref_MC = _class_lls(model, negatives, pool, batch_size=512) if negatives is not None else None
+    with torch.no_grad():  # the frozen reference: log p(x | c) of the model as it is on entry
+        ref_NC = model.class_log_likelihoods(tokens, pool, batch_size=512).cpu()
+        ref_MC = model.class_log_likelihoods(negatives, pool, batch_size=512).cpu() if negatives is not None else None
     params = list(params)
     opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(seed)

@@ -325,9 +325,26 @@ class VARModel(nn.Module):
         return lp_Pl.view(C, B, -1).transpose(0, 1)
 
     def class_log_likelihoods(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
-                              num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:
-        """log p(x | y = c) [B, C] for every image and every class in ``classes``."""
-        return self.class_token_log_probs(images_or_tokens, classes, num_scales, chunk_size).sum(-1)
+                              num_scales: int | None = None, chunk_size: int = 1024, *,
+                              batch_size: int | None = None) -> Tensor:
+        """log p(x | y = c) [B, C] for every image and every class in ``classes``.
+
+        ``batch_size``: tokenise and score that many images at a time (a whole test set at once
+        would hold every image's teacher inputs); each batch's rows equal scoring it alone.
+        """
+        if batch_size is None:
+            return self.class_token_log_probs(images_or_tokens, classes, num_scales, chunk_size).sum(-1)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        whole = isinstance(images_or_tokens, Tensor)
+        n = len(images_or_tokens if whole else images_or_tokens[0])
+        if n == 0:
+            return torch.zeros(0, len(classes), device=self.device)
+        return torch.cat([
+            self.class_log_likelihoods(images_or_tokens[s:s + batch_size] if whole
+                                       else [t[s:s + batch_size] for t in images_or_tokens],
+                                       classes, num_scales, chunk_size)
+            for s in range(0, n, batch_size)])
 
     def _as_tokens(self, images_or_tokens: Tensor | Sequence[Tensor]) -> list[Tensor]:
         if isinstance(images_or_tokens, Tensor) and images_or_tokens.dim() == 4:

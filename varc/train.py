@@ -400,10 +400,7 @@ def predict(model: VARModel, images: Tensor, classes: Sequence[int] | None = Non
     """
     classes = list(model.classes if classes is None else classes)
     images = as_image_tensor(images)
-    scores = []
-    for s in range(0, len(images), batch_size):
-        scores.append(model.class_log_likelihoods(images[s : s + batch_size], classes, num_scales, chunk_size).cpu())
-    scores_NC = torch.cat(scores)
+    scores_NC = model.class_log_likelihoods(images, classes, num_scales, chunk_size, batch_size=batch_size).cpu()
     return torch.as_tensor(classes)[scores_NC.argmax(1)], scores_NC
 
 
