@@ -84,7 +84,8 @@ def main() -> None:
             if not path.is_file():
                 raise SystemExit(f"error: {path} is missing; run the row's cell first")
             with torch.no_grad():
-                lls[row] = VARModel.load(path, device="cpu").class_log_likelihoods(x, classes, batch_size=128).numpy()
+                model = VARModel.load(path, device="cpu")
+                lls[row] = model.class_log_likelihoods(x, classes, batch_size=128).numpy()
         ref_pred = np.asarray(classes)[lls[args.reference].argmax(1)]
         n, within, across = error_split(ref_pred, y, exp_of)
         print(f"{cell} {args.reference}: {n} errors, {within} within an experience, {across} across")

@@ -336,12 +336,12 @@ class VARModel(nn.Module):
             return self.class_token_log_probs(images_or_tokens, classes, num_scales, chunk_size).sum(-1)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        whole = isinstance(images_or_tokens, Tensor)
-        n = len(images_or_tokens if whole else images_or_tokens[0])
+        one_tensor = isinstance(images_or_tokens, Tensor)  # images, or flat [B, L] tokens
+        n = len(images_or_tokens if one_tensor else images_or_tokens[0])
         if n == 0:
             return torch.zeros(0, len(classes), device=self.device)
         return torch.cat([
-            self.class_log_likelihoods(images_or_tokens[s:s + batch_size] if whole
+            self.class_log_likelihoods(images_or_tokens[s:s + batch_size] if one_tensor
                                        else [t[s:s + batch_size] for t in images_or_tokens],
                                        classes, num_scales, chunk_size)
             for s in range(0, n, batch_size)])
