@@ -158,7 +158,7 @@ def replay(cum_BCK: torch.Tensor, target_B: torch.Tensor, ends: list[int], stage
 @torch.no_grad()
 def search(model: VARModel, images: torch.Tensor, labels: torch.Tensor, batch: int, max_drop: float) -> None:
     classes, K = model.classes, model.num_scales
-    lp_BCL = torch.cat([model.class_token_log_probs(images[s:s + batch], classes) for s in range(0, len(labels), batch)])
+    lp_BCL = model.class_token_log_probs(images, classes, batch_size=batch)
     cum_BCK = prefix_log_likelihoods(lp_BCL, model.scale_ends)
     target_B = torch.searchsorted(torch.tensor(classes), labels)
     full_acc, full_cost = replay(cum_BCK, target_B, model.scale_ends, [])

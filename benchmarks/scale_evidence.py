@@ -40,8 +40,7 @@ from varc.train import as_image_tensor
 def per_scale_log_likelihoods(model: VARModel, images: torch.Tensor, classes: list[int], batch: int) -> torch.Tensor:
     """log p(x | y) of every image under every class, scale by scale: [B, C, K], ``batch`` images at a time."""
     with torch.no_grad():
-        return torch.cat([scale_log_likelihoods(model.class_token_log_probs(images[s:s + batch], classes),
-                                                model.scale_ends) for s in range(0, len(images), batch)])
+        return scale_log_likelihoods(model.class_token_log_probs(images, classes, batch_size=batch), model.scale_ends)
 
 
 def scale_accuracies(ll_BCK: torch.Tensor, target_B: torch.Tensor) -> list[tuple[float, float]]:

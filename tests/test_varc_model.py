@@ -180,10 +180,13 @@ def test_scoring_in_batches_gives_each_batch_what_scoring_it_alone_gives(digits_
         whole_NC = model.class_log_likelihoods(x, [7, 0, 4])
         from_tokens_NC = model.class_log_likelihoods(model.encode(x), [7, 0, 4], batch_size=4)
         empty_NC = model.class_log_likelihoods(x[:0], [7, 0], batch_size=4)
+        tokens_NCL = model.class_token_log_probs(x, [7, 0, 4], batch_size=4)
+        tokens_alone_NCL = torch.cat([model.class_token_log_probs(x[s:s + 4], [7, 0, 4]) for s in (0, 4, 8)])
     assert batched_NC.shape == (10, 3) and torch.equal(batched_NC, alone_NC)
     assert torch.equal(from_tokens_NC, batched_NC)
     assert torch.allclose(batched_NC, whole_NC, rtol=0, atol=1e-3)
     assert empty_NC.shape == (0, 2)
+    assert torch.equal(tokens_NCL, tokens_alone_NCL)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         model.class_log_likelihoods(x, [0], batch_size=0)
 

@@ -314,9 +314,16 @@ class VARModel(nn.Module):
         return torch.cat(parts)[back], KVCache.cat(caches, back) if keep_kv else None
 
     def class_token_log_probs(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
-                              num_scales: int | None = None, chunk_size: int = 1024) -> Tensor:
+                              num_scales: int | None = None, chunk_size: int = 1024, *,
+                              batch_size: int | None = None) -> Tensor:
         """Per-token log-probs [B, C, l] of every image under every class in ``classes``
-        (``NULL_CLASS`` allowed). Images [B, C, H, W] are tokenised once; token lists pass through."""
+        (``NULL_CLASS`` allowed). Images [B, C, H, W] are tokenised once; token lists pass through.
+
+        ``batch_size``: tokenise and score that many images at a time (a whole test set at once
+        would hold every image's teacher inputs); each batch's rows equal scoring it alone.
+        """
+        if batch_size is not None:
+            return self._in_batches(images_or_tokens, classes, num_scales, chunk_size, batch_size)
         toks = self._as_tokens(images_or_tokens)
         B, C = toks[0].shape[0], len(classes)
         image_idx = torch.arange(B, device=self.device).repeat(C)  # class-major pairs
@@ -324,27 +331,28 @@ class VARModel(nn.Module):
         lp_Pl = self.pair_token_log_probs(toks, image_idx, labels_P, num_scales, chunk_size)
         return lp_Pl.view(C, B, -1).transpose(0, 1)
 
-    def class_log_likelihoods(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
-                              num_scales: int | None = None, chunk_size: int = 1024, *,
-                              batch_size: int | None = None) -> Tensor:
-        """log p(x | y = c) [B, C] for every image and every class in ``classes``.
-
-        ``batch_size``: tokenise and score that many images at a time (a whole test set at once
-        would hold every image's teacher inputs); each batch's rows equal scoring it alone.
-        """
-        if batch_size is None:
-            return self.class_token_log_probs(images_or_tokens, classes, num_scales, chunk_size).sum(-1)
+    def _in_batches(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
+                    num_scales: int | None, chunk_size: int, batch_size: int) -> Tensor:
+        """:meth:`class_token_log_probs` of ``batch_size`` images at a time, concatenated: [B, C, l]."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         one_tensor = isinstance(images_or_tokens, Tensor)  # images, or flat [B, L] tokens
         n = len(images_or_tokens if one_tensor else images_or_tokens[0])
         if n == 0:
-            return torch.zeros(0, len(classes), device=self.device)
+            return torch.zeros(0, len(classes), self.prefix_len(num_scales), device=self.device)
         return torch.cat([
-            self.class_log_likelihoods(images_or_tokens[s:s + batch_size] if one_tensor
+            self.class_token_log_probs(images_or_tokens[s:s + batch_size] if one_tensor
                                        else [t[s:s + batch_size] for t in images_or_tokens],
                                        classes, num_scales, chunk_size)
             for s in range(0, n, batch_size)])
+
+    def class_log_likelihoods(self, images_or_tokens: Tensor | Sequence[Tensor], classes: Sequence[int],
+                              num_scales: int | None = None, chunk_size: int = 1024, *,
+                              batch_size: int | None = None) -> Tensor:
+        """log p(x | y = c) [B, C] for every image and every class in ``classes`` (``batch_size``:
+        as in :meth:`class_token_log_probs`)."""
+        return self.class_token_log_probs(images_or_tokens, classes, num_scales, chunk_size,
+                                          batch_size=batch_size).sum(-1)
 
     def _as_tokens(self, images_or_tokens: Tensor | Sequence[Tensor]) -> list[Tensor]:
         if isinstance(images_or_tokens, Tensor) and images_or_tokens.dim() == 4:
